@@ -1,0 +1,106 @@
+"""Config -> datasets and loaders. The only place in ``opmask.data`` that reads cfg."""
+from __future__ import annotations
+
+import logging
+
+import numpy as np
+from torch.utils.data import DataLoader, Dataset
+
+from .catalog import load_dataset
+from .coco import DatasetError, DatasetInfo
+from .mapper import DatasetMapper
+from .samplers import TrainingBatchSampler
+from .splits import strong_category_ids
+
+logger = logging.getLogger(__name__)
+
+
+class MapDataset(Dataset):
+    """Applies the mapper; a key ``(index, position)`` seeds the augmentation of that sample."""
+
+    def __init__(self, dicts: list[dict], mapper: DatasetMapper, seed: int = 0):
+        self.dicts, self.mapper, self.seed = dicts, mapper, seed
+
+    def __len__(self) -> int:
+        return len(self.dicts)
+
+    def __getitem__(self, key):
+        if isinstance(key, tuple):
+            idx, position = key
+            return self.mapper(self.dicts[idx], np.random.default_rng([self.seed, position]))
+        return self.mapper(self.dicts[key])
+
+
+def trivial_collate(batch: list) -> list:
+    return batch
+
+
+def load_datasets(names) -> tuple[list[dict], DatasetInfo]:
+    """Concatenate datasets that share one category set."""
+    if not names:
+        raise DatasetError("no dataset given (DATASETS.TRAIN / DATASETS.TEST is empty)")
+    all_dicts, info = [], None
+    for name in names:
+        dicts, this = load_dataset(name)
+        if info is not None and this.category_ids != info.category_ids:
+            raise DatasetError(f"dataset {name!r} has other categories than {info.name!r}")
+        info = info or this
+        all_dicts += dicts
+    return all_dicts, info
+
+
+def strong_ids_from_cfg(cfg, info: DatasetInfo) -> list[int]:
+    return strong_category_ids(
+        cfg.EXP.PS, info.category_ids, info.dataset_strong_ids, cfg.EXP.STRONG_CATEGORY_IDS,
+        info.name,
+    )
+
+
+def check_num_classes(cfg, info: DatasetInfo) -> None:
+    if cfg.MODEL.ROI_HEADS.NUM_CLASSES != len(info.category_ids):
+        raise DatasetError(
+            f"MODEL.ROI_HEADS.NUM_CLASSES is {cfg.MODEL.ROI_HEADS.NUM_CLASSES} but dataset "
+            f"{info.name!r} has {len(info.category_ids)} categories"
+        )
+
+
+def build_train_loader(cfg, dicts: list[dict], *, seed: int, rank: int, world_size: int,
+                       start_iter: int) -> DataLoader:
+    """Infinite loader of lists of mapped dicts; the per-rank batch is IMS_PER_BATCH / world."""
+    if cfg.DATALOADER.FILTER_EMPTY_ANNOTATIONS:
+        kept = [d for d in dicts if any(not a.get("iscrowd", 0) for a in d["annotations"])]
+        if len(kept) < len(dicts):
+            logger.info("Removed %d training images without instances", len(dicts) - len(kept))
+        dicts = kept
+    batch, rem = divmod(cfg.SOLVER.IMS_PER_BATCH, world_size)
+    if rem or batch == 0:
+        raise ValueError(
+            f"SOLVER.IMS_PER_BATCH ({cfg.SOLVER.IMS_PER_BATCH}) must be a multiple of the world "
+            f"size ({world_size})"
+        )
+    mapper = DatasetMapper(
+        is_train=True, min_sizes=cfg.INPUT.MIN_SIZE_TRAIN, max_size=cfg.INPUT.MAX_SIZE_TRAIN,
+        sampling=cfg.INPUT.MIN_SIZE_TRAIN_SAMPLING, flip=cfg.INPUT.RANDOM_FLIP == "horizontal",
+        image_format=cfg.INPUT.FORMAT, mask_on=cfg.MODEL.MASK_ON,
+    )
+    sampler = TrainingBatchSampler(
+        [d["width"] >= d["height"] for d in dicts], batch, seed=seed, rank=rank,
+        world_size=world_size, start_iter=start_iter, group=cfg.DATALOADER.ASPECT_RATIO_GROUPING,
+    )
+    return DataLoader(
+        MapDataset(dicts, mapper, seed), batch_sampler=sampler, collate_fn=trivial_collate,
+        num_workers=cfg.DATALOADER.NUM_WORKERS, persistent_workers=False,
+    )
+
+
+def build_test_loader(cfg, dicts: list[dict], *, rank: int = 0, world_size: int = 1) -> DataLoader:
+    """Batch-1 loader over this rank's shard (images rank, rank + world, ...)."""
+    mapper = DatasetMapper(
+        is_train=False, min_sizes=[cfg.INPUT.MIN_SIZE_TEST], max_size=cfg.INPUT.MAX_SIZE_TEST,
+        image_format=cfg.INPUT.FORMAT,
+    )
+    shard = list(range(rank, len(dicts), world_size))
+    return DataLoader(
+        MapDataset(dicts, mapper), sampler=shard, batch_size=1, collate_fn=trivial_collate,
+        num_workers=min(cfg.DATALOADER.NUM_WORKERS, 2),
+    )

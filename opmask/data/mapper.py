@@ -1,0 +1,110 @@
+"""Dataset dict -> model input: read, resize (shortest edge), flip, rasterise masks."""
+from __future__ import annotations
+
+from typing import Sequence
+
+import numpy as np
+import torch
+from PIL import Image
+
+from .coco import DatasetError
+from .masks import is_polygon, segm_to_mask, transform_polygons
+
+
+def shortest_edge_size(h: int, w: int, short: int, max_size: int) -> tuple[int, int]:
+    """Output (h, w) with the short side ``short`` unless the long side would pass ``max_size``."""
+    scale = short / min(h, w)
+    if max(h, w) * scale > max_size:
+        scale = max_size / max(h, w)
+    return int(h * scale + 0.5), int(w * scale + 0.5)
+
+
+def read_image(file_name: str, image_format: str) -> np.ndarray:
+    """(H, W, 3) uint8 in ``image_format`` channel order (RGB or BGR)."""
+    try:
+        with Image.open(file_name) as im:
+            arr = np.asarray(im.convert("RGB"))
+    except (OSError, ValueError) as e:
+        raise DatasetError(f"cannot read image {file_name}: {e}") from None
+    return arr[:, :, ::-1] if image_format == "BGR" else arr
+
+
+class DatasetMapper:
+    """Callable turning one dataset dict into the model's input dict.
+
+    Output: ``image`` (3, H, W) float32 0-255, ``height``/``width`` of the original image,
+    ``image_id``; when training also ``instances``: ``boxes`` (N, 4) xyxy, ``labels`` (N,) in
+    1..K, ``masks`` (N, H, W) uint8, ``has_mask`` (N,) bool. Crowd regions are not instances.
+    """
+
+    def __init__(
+        self,
+        *,
+        is_train: bool,
+        min_sizes: Sequence[int],
+        max_size: int,
+        sampling: str = "choice",
+        flip: bool = False,
+        image_format: str = "BGR",
+        mask_on: bool = True,
+    ):
+        if sampling not in ("choice", "range"):
+            raise ValueError(f"INPUT.MIN_SIZE_TRAIN_SAMPLING must be choice or range, got {sampling}")
+        self.is_train, self.min_sizes, self.max_size = is_train, list(min_sizes), max_size
+        self.sampling, self.flip, self.image_format, self.mask_on = sampling, flip, image_format, mask_on
+
+    def _draw_short_side(self, rng: np.random.Generator | None) -> int:
+        if rng is None:
+            return self.min_sizes[0]
+        if self.sampling == "range":
+            return int(rng.integers(self.min_sizes[0], self.min_sizes[-1] + 1))
+        return int(self.min_sizes[rng.integers(len(self.min_sizes))])
+
+    def __call__(self, d: dict, rng: np.random.Generator | None = None) -> dict:
+        img = read_image(d["file_name"], self.image_format)
+        h0, w0 = img.shape[:2]
+        if (h0, w0) != (d["height"], d["width"]):
+            raise DatasetError(
+                f"image id {d['image_id']}: {d['file_name']} is {w0}x{h0}, "
+                f"annotations say {d['width']}x{d['height']}"
+            )
+        h, w = shortest_edge_size(h0, w0, self._draw_short_side(rng), self.max_size)
+        flip = self.flip and rng is not None and bool(rng.random() < 0.5)
+        pil = Image.fromarray(np.ascontiguousarray(img)).resize((w, h), Image.BILINEAR)
+        arr = np.asarray(pil)[:, ::-1] if flip else np.asarray(pil)
+        out = {
+            "image": torch.from_numpy(np.ascontiguousarray(arr.transpose(2, 0, 1))).float(),
+            "height": h0,
+            "width": w0,
+            "image_id": d["image_id"],
+        }
+        if self.is_train:
+            out["instances"] = self._instances(d, (h0, w0), (h, w), flip)
+        return out
+
+    def _instances(self, d: dict, size0, size, flip: bool) -> dict:
+        (h0, w0), (h, w) = size0, size
+        sx, sy = w / w0, h / h0
+        annos = [a for a in d["annotations"] if not a.get("iscrowd", 0)]
+        boxes = torch.tensor([a["bbox"] for a in annos], dtype=torch.float32).reshape(-1, 4)
+        boxes *= torch.tensor([sx, sy, sx, sy])
+        if flip:
+            boxes = torch.stack([w - boxes[:, 2], boxes[:, 1], w - boxes[:, 0], boxes[:, 3]], 1)
+        masks = np.zeros((len(annos), h, w), dtype=np.uint8)
+        has_mask = torch.zeros(len(annos), dtype=torch.bool)
+        for i, a in enumerate(annos):
+            segm = a.get("segmentation")
+            if not self.mask_on or not segm:
+                continue
+            has_mask[i] = True
+            if is_polygon(segm):
+                masks[i] = segm_to_mask(transform_polygons(segm, sx, sy, w if flip else None), h, w)
+            else:
+                m = Image.fromarray(segm_to_mask(segm, h0, w0)).resize((w, h), Image.NEAREST)
+                masks[i] = np.asarray(m)[:, ::-1] if flip else np.asarray(m)
+        return {
+            "boxes": boxes,
+            "labels": torch.tensor([a["category_id"] + 1 for a in annos], dtype=torch.int64),
+            "masks": torch.from_numpy(masks),
+            "has_mask": has_mask,
+        }

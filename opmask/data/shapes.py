@@ -1,0 +1,190 @@
+"""A synthetic partially supervised instance segmentation dataset, written as real COCO JSON + PNG.
+
+Eight shape classes, half of them mask-supervised ("strong"). Built so that segmenting a weak class
+needs a general notion of "the primary object in this box": textured, cluttered backgrounds;
+two-tone textured interiors (no colour threshold works); objects placed to overlap and occlude each
+other, so a box often holds parts of other objects; unannotated distractor strokes and blobs; scales
+from 16 to 64 pixels. Deterministic: the same seed gives byte-identical files.
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+
+import numpy as np
+from PIL import Image, ImageDraw
+
+from .masks import mask_to_rle, segm_to_mask
+
+CLASSES = ["circle", "square", "triangle", "star", "hexagon", "cross", "crescent", "ring"]
+STRONG = ["circle", "square", "star", "ring"]  # masks given; the others are box-only
+_VERTICES = {"circle": 24, "square": 4, "triangle": 3, "hexagon": 6}
+
+
+def _outline(name: str, cx: float, cy: float, r: float, angle: float) -> list[list[float]]:
+    """Polygon(s) of a shape; for ring/crescent the second polygon is cut out of the first."""
+    def ngon(n, radius, x=cx, y=cy, phase=angle):
+        t = phase + 2 * np.pi * np.arange(n) / n
+        return np.stack([x + radius * np.cos(t), y + radius * np.sin(t)], 1).reshape(-1).tolist()
+
+    if name in _VERTICES:
+        return [ngon(_VERTICES[name], r)]
+    if name == "star":
+        t = angle + np.pi * np.arange(10) / 5
+        rad = np.where(np.arange(10) % 2 == 0, r, 0.45 * r)
+        return [np.stack([cx + rad * np.cos(t), cy + rad * np.sin(t)], 1).reshape(-1).tolist()]
+    if name == "cross":
+        a, b = r, 0.35 * r
+        pts = np.array([(-b, -a), (b, -a), (b, -b), (a, -b), (a, b), (b, b), (b, a), (-b, a),
+                        (-b, b), (-a, b), (-a, -b), (-b, -b)])
+        rot = np.array([[np.cos(angle), -np.sin(angle)], [np.sin(angle), np.cos(angle)]])
+        return [(pts @ rot.T + (cx, cy)).reshape(-1).tolist()]
+    if name == "ring":
+        return [ngon(32, r), ngon(32, 0.55 * r)]
+    if name == "crescent":
+        off = 0.45 * r
+        return [ngon(32, r), ngon(32, r, cx + off * np.cos(angle), cy + off * np.sin(angle))]
+    raise ValueError(name)
+
+
+def _shape_mask(name: str, polys: list, h: int, w: int) -> np.ndarray:
+    outer = segm_to_mask([polys[0]], h, w)
+    if len(polys) == 1:
+        return outer
+    return outer & (1 - segm_to_mask([polys[1]], h, w))
+
+
+def _texture(rng: np.random.Generator, h: int, w: int) -> np.ndarray:
+    """(H, W, 3) float two-tone pattern: stripes, checks, blotches or a gradient."""
+    c1, c2 = rng.uniform(0, 255, 3), rng.uniform(0, 255, 3)
+    yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
+    kind = rng.integers(4)
+    if kind == 0:
+        theta, period = rng.uniform(0, np.pi), rng.uniform(4, 12)
+        t = (np.sin((xx * np.cos(theta) + yy * np.sin(theta)) * 2 * np.pi / period) > 0) * 1.0
+    elif kind == 1:
+        s = rng.integers(3, 9)
+        t = ((xx // s + yy // s) % 2) * 1.0
+    elif kind == 2:
+        small = rng.random((h // 8 + 2, w // 8 + 2))
+        t = np.asarray(Image.fromarray((small * 255).astype(np.uint8)).resize((w, h), Image.BILINEAR))
+        t = t / 255.0
+    else:
+        theta = rng.uniform(0, 2 * np.pi)
+        t = xx * np.cos(theta) + yy * np.sin(theta)
+        t = (t - t.min()) / (np.ptp(t) + 1e-6)
+    return c1 * (1 - t[..., None]) + c2 * t[..., None]
+
+
+def _background(rng: np.random.Generator, h: int, w: int) -> np.ndarray:
+    img = _texture(rng, h, w) * 0.6 + _texture(rng, h, w) * 0.4
+    canvas = Image.fromarray(img.clip(0, 255).astype(np.uint8))
+    draw = ImageDraw.Draw(canvas)
+    for _ in range(rng.integers(4, 10)):  # clutter: unannotated strokes and blobs
+        color = tuple(int(c) for c in rng.integers(0, 256, 3))
+        x0, y0 = rng.uniform(0, w), rng.uniform(0, h)
+        if rng.random() < 0.5:
+            draw.line([x0, y0, x0 + rng.uniform(-40, 40), y0 + rng.uniform(-40, 40)], fill=color,
+                      width=int(rng.integers(1, 4)))
+        else:
+            rr = rng.uniform(2, 6)
+            draw.ellipse([x0 - rr, y0 - rr, x0 + rr, y0 + rr], fill=color)
+    return np.asarray(canvas).astype(np.float32)
+
+
+def _place(rng: np.random.Generator, h: int, w: int, boxes: list) -> tuple[float, float, float]:
+    r = float(np.exp(rng.uniform(np.log(8), np.log(32))))
+    if boxes and rng.random() < 0.6:  # overlap an earlier object's box on purpose
+        x0, y0, x1, y1 = boxes[rng.integers(len(boxes))]
+        cx, cy = rng.uniform(x0, x1), rng.uniform(y0, y1)
+    else:
+        cx, cy = rng.uniform(r * 0.5, w - r * 0.5), rng.uniform(r * 0.5, h - r * 0.5)
+    return float(cx), float(cy), r
+
+
+def render_image(rng: np.random.Generator, h: int, w: int) -> tuple[np.ndarray, list[dict]]:
+    """One image and its objects: ``{class, mask (visible part), polygons or None}``."""
+    img = _background(rng, h, w)
+    objects, boxes = [], []
+    for _ in range(rng.integers(2, 6)):
+        name = CLASSES[rng.integers(len(CLASSES))]
+        cx, cy, r = _place(rng, h, w, boxes)
+        polys = _outline(name, cx, cy, r, float(rng.uniform(0, 2 * np.pi)))
+        full = _shape_mask(name, polys, h, w)
+        if full.sum() < 30:
+            continue
+        img = np.where(full[..., None] > 0, _texture(rng, h, w), img)
+        for o in objects:  # this object occludes earlier ones
+            o["mask"] = o["mask"] & (1 - full)
+        objects.append({"class": name, "mask": full, "full_area": int(full.sum()),
+                        "polygons": polys if len(polys) == 1 else None})
+        ys, xs = np.nonzero(full)
+        boxes.append((xs.min(), ys.min(), xs.max() + 1, ys.max() + 1))
+    noise = rng.normal(0, 6, img.shape)
+    kept = [o for o in objects if o["mask"].sum() >= max(25, 0.35 * o["full_area"])]
+    return (img + noise).clip(0, 255).astype(np.uint8), kept
+
+
+def _annotation(obj: dict, ann_id: int, image_id: int) -> dict:
+    m = obj["mask"]
+    ys, xs = np.nonzero(m)
+    x0, y0 = int(xs.min()), int(ys.min())
+    occluded = int(m.sum()) < obj["full_area"]
+    if obj["polygons"] is not None and not occluded:
+        segm = [[round(v, 2) for v in p] for p in obj["polygons"]]
+    else:
+        segm = mask_to_rle(m)
+    return {
+        "id": ann_id, "image_id": image_id, "category_id": CLASSES.index(obj["class"]) + 1,
+        "bbox": [x0, y0, int(xs.max()) + 1 - x0, int(ys.max()) + 1 - y0],
+        "area": int(m.sum()), "iscrowd": 0, "segmentation": segm,
+    }
+
+
+def write_split(out_dir: str, num_images: int, seed: int, image_size: int) -> None:
+    """Write ``out_dir/annotations.json`` and ``out_dir/images/*.png``."""
+    rng = np.random.default_rng(seed)
+    os.makedirs(os.path.join(out_dir, "images"))
+    images, annotations = [], []
+    for image_id in range(1, num_images + 1):
+        h, w = (image_size, image_size * 5 // 4) if rng.random() < 0.5 else (image_size * 5 // 4,
+                                                                              image_size)
+        img, objects = render_image(rng, h, w)
+        file_name = f"{image_id:06d}.png"
+        Image.fromarray(img).save(os.path.join(out_dir, "images", file_name))
+        images.append({"id": image_id, "file_name": file_name, "height": h, "width": w})
+        for obj in objects:
+            annotations.append(_annotation(obj, len(annotations) + 1, image_id))
+    strong = [CLASSES.index(c) + 1 for c in STRONG]
+    data = {
+        "info": {"description": "OPMask synthetic shapes", "seed": seed},
+        "categories": [{"id": i + 1, "name": c, "supercategory": "shape"}
+                       for i, c in enumerate(CLASSES)],
+        "images": images,
+        "annotations": annotations,
+        "opmask": {"strong_category_ids": strong,
+                   "weak_category_ids": [i for i in range(1, 9) if i not in strong]},
+    }
+    with open(os.path.join(out_dir, "annotations.json"), "w", encoding="utf-8") as f:
+        json.dump(data, f, sort_keys=True, separators=(",", ":"))
+
+
+def generate(out: str, *, seed: int, num_train: int, num_val: int, image_size: int = 128,
+             overwrite: bool = False) -> None:
+    """Generate ``out/train`` and ``out/val``; writes into a temporary folder, then renames."""
+    if os.path.exists(out) and os.listdir(out) and not overwrite:
+        raise FileExistsError(f"{out} exists and is not empty (use --overwrite)")
+    parent = os.path.dirname(os.path.abspath(out))
+    os.makedirs(parent, exist_ok=True)
+    tmp = tempfile.mkdtemp(prefix=".shapes-", dir=parent)
+    try:
+        write_split(os.path.join(tmp, "train"), num_train, seed, image_size)
+        write_split(os.path.join(tmp, "val"), num_val, seed + 1_000_003, image_size)
+        if os.path.exists(out):
+            shutil.rmtree(out)
+        os.replace(tmp, out)
+    finally:
+        if os.path.exists(tmp):
+            shutil.rmtree(tmp)

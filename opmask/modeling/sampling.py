@@ -1,0 +1,75 @@
+"""Training targets for the RoI heads: match proposals to GT, sample, encode, crop masks."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torchvision.ops import box_iou, roi_align
+
+from .tv_adapter import BalancedPositiveNegativeSampler, BoxCoder, Matcher
+
+
+@dataclass
+class RoISample:
+    """Sampled RoIs of one image. ``gt_index`` is the matched GT instance (valid where label > 0)."""
+
+    boxes: torch.Tensor  # (R, 4)
+    labels: torch.Tensor  # (R,) 0 = background
+    gt_index: torch.Tensor  # (R,)
+
+
+class RoISampler:
+    """Adds GT boxes to the proposals, matches at ``iou_thresh``, samples ``batch_size`` RoIs
+    per image with ``positive_fraction`` foreground (Detectron2's / torchvision's procedure)."""
+
+    def __init__(self, *, iou_thresh: float, batch_size: int, positive_fraction: float):
+        self.matcher = Matcher(iou_thresh, iou_thresh, allow_low_quality_matches=False)
+        self.sampler = BalancedPositiveNegativeSampler(batch_size, positive_fraction)
+
+    def __call__(self, proposals: list[torch.Tensor], targets: list[dict]) -> list[RoISample]:
+        labels_all, gt_all, boxes_all = [], [], []
+        for props, t in zip(proposals, targets):
+            boxes = torch.cat([props, t["boxes"]])
+            if len(t["boxes"]) == 0:
+                idx = torch.zeros(len(boxes), dtype=torch.int64, device=boxes.device)
+                labels = torch.zeros_like(idx)
+            else:
+                idx = self.matcher(box_iou(t["boxes"], boxes))
+                labels = t["labels"][idx.clamp(min=0)]
+                labels[idx == Matcher.BELOW_LOW_THRESHOLD] = 0
+                labels[idx == Matcher.BETWEEN_THRESHOLDS] = -1
+                idx = idx.clamp(min=0)
+            labels_all.append(labels)
+            gt_all.append(idx)
+            boxes_all.append(boxes)
+        pos, neg = self.sampler(labels_all)
+        out = []
+        for boxes, labels, idx, p, n in zip(boxes_all, labels_all, gt_all, pos, neg):
+            keep = torch.where(p | n)[0]
+            out.append(RoISample(boxes[keep], labels[keep].clamp(min=0), idx[keep]))
+        return out
+
+
+def box_targets(samples: list[RoISample], targets: list[dict], coder: BoxCoder) -> torch.Tensor:
+    """(sum R, 4) regression targets of every sampled RoI towards its matched GT box."""
+    matched = [t["boxes"][s.gt_index] if len(t["boxes"]) else s.boxes
+               for s, t in zip(samples, targets)]
+    return torch.cat(coder.encode(matched, [s.boxes for s in samples]))
+
+
+def mask_targets(samples: list[RoISample], targets: list[dict], size: int):
+    """For the foreground RoIs of all images: (F, size, size) binary targets cropped from the GT
+    masks with aligned RoIAlign, and (F,) whether that GT instance has a mask at all."""
+    crops, has_mask = [], []
+    for s, t in zip(samples, targets):
+        fg = s.labels > 0
+        gt = s.gt_index[fg]
+        rois = torch.cat([gt[:, None].to(s.boxes.dtype), s.boxes[fg]], 1)
+        masks = t["masks"][:, None].to(s.boxes.dtype)  # (G, 1, H, W)
+        if len(rois):
+            crops.append(roi_align(masks, rois, (size, size), 1.0, 0, aligned=True)[:, 0] >= 0.5)
+        has_mask.append(t["has_mask"][gt])
+    if not crops:
+        dev = samples[0].boxes.device
+        return torch.zeros((0, size, size), device=dev), torch.zeros(0, dtype=torch.bool, device=dev)
+    return torch.cat(crops).float(), torch.cat(has_mask)

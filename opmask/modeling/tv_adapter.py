@@ -1,0 +1,23 @@
+"""The one module that touches torchvision's detection internals (some of them private).
+
+Pinned and covered by ``tests/modeling/test_tv_adapter.py``: when torchvision moves these, only
+this file and that test change.
+"""
+from torchvision.models.detection import _utils as _det_utils
+from torchvision.models.detection.anchor_utils import AnchorGenerator
+from torchvision.models.detection.backbone_utils import BackboneWithFPN
+from torchvision.models.detection.image_list import ImageList
+from torchvision.models.detection.roi_heads import paste_masks_in_image
+from torchvision.models.detection.rpn import RegionProposalNetwork, RPNHead
+from torchvision.ops.feature_pyramid_network import LastLevelMaxPool
+from torchvision.ops.misc import FrozenBatchNorm2d
+
+Matcher = _det_utils.Matcher
+BalancedPositiveNegativeSampler = _det_utils.BalancedPositiveNegativeSampler
+BoxCoder = _det_utils.BoxCoder
+
+__all__ = [
+    "AnchorGenerator", "BackboneWithFPN", "BalancedPositiveNegativeSampler", "BoxCoder",
+    "FrozenBatchNorm2d", "ImageList", "LastLevelMaxPool", "Matcher", "RPNHead",
+    "RegionProposalNetwork", "paste_masks_in_image",
+]
