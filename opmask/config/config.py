@@ -151,6 +151,8 @@ def load_config(config_file: str | None, opts: Iterable[str] = ()) -> CfgNode:
     """Defaults, then the file chain, then the overrides; the result is frozen."""
     cfg = get_cfg()
     if config_file:
+        if not os.path.isfile(config_file):  # report it as the user wrote it
+            raise ConfigError(f"config file not found: {config_file}")
         merge_file(cfg, config_file)
     merge_overrides(cfg, list(opts))
     cfg.freeze()

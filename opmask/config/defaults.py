@@ -114,6 +114,7 @@ _C.SOLVER.WARMUP_FACTOR = 0.001  # LR factor at iteration 0
 _C.SOLVER.WARMUP_ITERS = 1000  # warmup length
 _C.SOLVER.WARMUP_METHOD = "linear"  # "linear" or "constant"
 _C.SOLVER.CHECKPOINT_PERIOD = 5000  # save every N iterations
+_C.SOLVER.MAX_TO_KEEP = 0  # periodic checkpoints kept (0: all); the resume source is never deleted
 _C.SOLVER.IMS_PER_BATCH = 16  # global batch size (all processes together)
 _C.SOLVER.CLIP_GRADIENTS = CN()
 _C.SOLVER.CLIP_GRADIENTS.ENABLED = False  # clip gradients before each step

@@ -111,7 +111,8 @@ def render_image(rng: np.random.Generator, h: int, w: int) -> tuple[np.ndarray, 
     for _ in range(rng.integers(2, 6)):
         name = CLASSES[rng.integers(len(CLASSES))]
         cx, cy, r = _place(rng, h, w, boxes)
-        polys = _outline(name, cx, cy, r, float(rng.uniform(0, 2 * np.pi)))
+        polys = [[round(v, 2) for v in p]
+                 for p in _outline(name, cx, cy, r, float(rng.uniform(0, 2 * np.pi)))]
         full = _shape_mask(name, polys, h, w)
         if full.sum() < 30:
             continue
@@ -133,7 +134,7 @@ def _annotation(obj: dict, ann_id: int, image_id: int) -> dict:
     x0, y0 = int(xs.min()), int(ys.min())
     occluded = int(m.sum()) < obj["full_area"]
     if obj["polygons"] is not None and not occluded:
-        segm = [[round(v, 2) for v in p] for p in obj["polygons"]]
+        segm = obj["polygons"]
     else:
         segm = mask_to_rle(m)
     return {

@@ -13,7 +13,6 @@ from .meta_arch import OPMask
 from .poolers import ROIPooler
 from .sampling import RoISampler
 from .tv_adapter import AnchorGenerator, BoxCoder, RegionProposalNetwork, RPNHead
-from .weights import load_weights
 
 ROI_HEADS_NAMES = ("StandardROIHeads", "FPNCamRoiHeads")
 
@@ -81,7 +80,7 @@ def resolve_device(name: str) -> torch.device:
 
 
 def build_model(cfg, strong_classes: Sequence[int] | None = None) -> OPMask:
-    """The detector described by cfg, on cfg's device, with MODEL.WEIGHTS loaded if set.
+    """The detector described by cfg, on cfg's device (MODEL.WEIGHTS is loaded by the caller).
 
     Args:
         strong_classes: model labels (1..K) with mask supervision; default all classes.
@@ -112,6 +111,4 @@ def build_model(cfg, strong_classes: Sequence[int] | None = None) -> OPMask:
         smooth_l1_beta=m.ROI_BOX_HEAD.SMOOTH_L1_BETA, score_thresh=m.ROI_HEADS.SCORE_THRESH_TEST,
         nms_thresh=m.ROI_HEADS.NMS_THRESH_TEST, detections_per_img=cfg.TEST.DETECTIONS_PER_IMAGE,
     )
-    if m.WEIGHTS:
-        load_weights(model, m.WEIGHTS)
     return model.to(resolve_device(m.DEVICE))

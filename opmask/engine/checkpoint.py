@@ -1,0 +1,157 @@
+"""Checkpoints that survive crashes: atomic writes, hashes verified on load, safe reading.
+
+Layout in ``models/`` (Detectron2's names): ``model_{iter:07d}.pth``, ``model_final.pth``,
+``last_checkpoint`` (the newest file's name), and ``NAME.sha256`` beside each checkpoint. A file is
+written to a temporary name, fsynced, then renamed, and ``last_checkpoint`` is updated only
+afterwards, so a crash at any moment leaves the previous checkpoint usable.
+"""
+from __future__ import annotations
+
+import hashlib
+import io
+import logging
+import os
+import random
+import re
+import tempfile
+
+import numpy as np
+import torch
+
+logger = logging.getLogger(__name__)
+
+_PERIODIC = re.compile(r"model_(\d{7})\.pth$")
+
+
+class CheckpointError(RuntimeError):
+    """No usable checkpoint, or an incompatible one."""
+
+
+def atomic_write_bytes(path: str, data: bytes) -> None:
+    """Write ``data`` to ``path`` so readers see the old file or the whole new one, never a part."""
+    folder = os.path.dirname(os.path.abspath(path))
+    fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=folder)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+    dir_fd = os.open(folder, os.O_RDONLY)
+    try:
+        os.fsync(dir_fd)
+    finally:
+        os.close(dir_fd)
+
+
+def capture_rng() -> dict:
+    """Python, numpy, torch CPU and CUDA generator states, in weights-only-loadable types."""
+    kind, keys, pos, has_gauss, gauss = np.random.get_state()
+    state = {
+        "python": [list(x) if isinstance(x, tuple) else x for x in random.getstate()],
+        "numpy": {"kind": kind, "keys": torch.from_numpy(keys.astype(np.int64)), "pos": int(pos),
+                  "has_gauss": int(has_gauss), "gauss": float(gauss)},
+        "torch": torch.get_rng_state(),
+    }
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def restore_rng(state: dict) -> None:
+    py = state["python"]
+    random.setstate((py[0], tuple(py[1]), py[2]))
+    n = state["numpy"]
+    np.random.set_state((n["kind"], n["keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"],
+                         n["gauss"]))
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+class Checkpointer:
+    """Saves and finds checkpoints in one folder; ``max_to_keep`` periodic files (0: all)."""
+
+    def __init__(self, folder: str, max_to_keep: int = 0):
+        self.folder, self.max_to_keep = folder, max_to_keep
+        self.protected: set[str] = set()  # never deleted by retention (the resume source)
+        os.makedirs(folder, exist_ok=True)
+
+    def path(self, name: str) -> str:
+        return os.path.join(self.folder, name)
+
+    def save(self, name: str, state: dict) -> str:
+        buf = io.BytesIO()
+        torch.save(state, buf)
+        data = buf.getvalue()
+        atomic_write_bytes(self.path(name + ".sha256"), hashlib.sha256(data).hexdigest().encode())
+        atomic_write_bytes(self.path(name), data)
+        atomic_write_bytes(self.path("last_checkpoint"), name.encode())
+        logger.info("Saved checkpoint %s", self.path(name))
+        self._retain()
+        return self.path(name)
+
+    def _retain(self) -> None:
+        if self.max_to_keep <= 0:
+            return
+        periodic = sorted(n for n in os.listdir(self.folder) if _PERIODIC.match(n))
+        for name in periodic[: -self.max_to_keep]:
+            if self.path(name) in self.protected:
+                continue
+            for p in (self.path(name), self.path(name + ".sha256")):
+                if os.path.exists(p):
+                    os.unlink(p)
+
+    def candidates(self) -> list[str]:
+        """Checkpoint files, newest first: ``last_checkpoint``'s target, then by iteration."""
+        names = sorted((n for n in os.listdir(self.folder) if _PERIODIC.match(n)), reverse=True)
+        last = self.path("last_checkpoint")
+        if os.path.isfile(last):
+            with open(last, encoding="utf-8") as f:
+                newest = f.read().strip()
+            if newest in names:
+                names.remove(newest)
+            if os.path.isfile(self.path(newest)):
+                names.insert(0, newest)
+        return [self.path(n) for n in names]
+
+    def load_latest_valid(self) -> tuple[str, dict] | None:
+        """The newest checkpoint whose hash verifies; corrupt ones are reported and skipped."""
+        for path in self.candidates():
+            try:
+                return path, load_verified(path)
+            except CheckpointError as e:
+                logger.warning("Skipping checkpoint: %s", e)
+        return None
+
+
+def load_verified(path: str) -> dict:
+    """Read a checkpoint after checking its recorded SHA-256; never unrestricted unpickling."""
+    try:
+        with open(path, "rb") as f:
+            data = f.read()
+        with open(path + ".sha256", encoding="utf-8") as f:
+            expected = f.read().strip()
+    except OSError as e:
+        raise CheckpointError(f"{path}: cannot read it or its hash: {e}") from None
+    if hashlib.sha256(data).hexdigest() != expected:
+        raise CheckpointError(f"{path}: content does not match its recorded hash (corrupt)")
+    return load_safely(io.BytesIO(data), path)
+
+
+def load_safely(f, name: str) -> dict:
+    try:
+        return torch.load(f, map_location="cpu", weights_only=True)
+    except Exception as e:  # UnpicklingError for code-carrying pickles, others for garbage
+        raise CheckpointError(f"{name}: refused to load: {_reason(e)}") from None
+
+
+def _reason(e: Exception) -> str:
+    """The informative line of torch.load's long weights-only message."""
+    lines = [ln.strip() for ln in str(e).splitlines() if ln.strip()]
+    hits = [ln for ln in lines if "Unsupported global" in ln or "Unsupported operand" in ln]
+    return (hits or lines or [type(e).__name__])[0].split(". Please")[0]

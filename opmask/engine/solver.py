@@ -1,0 +1,58 @@
+"""Optimizer, warmup + multi-step LR schedule, and gradient clipping."""
+from __future__ import annotations
+
+import bisect
+
+import torch
+from torch import nn
+
+_NORM_TYPES = (nn.BatchNorm2d, nn.GroupNorm, nn.SyncBatchNorm, nn.LayerNorm)
+
+
+def build_optimizer(cfg, model: nn.Module) -> torch.optim.Optimizer:
+    """SGD; norm layers' weights get ``SOLVER.WEIGHT_DECAY_NORM``."""
+    norm_params, other = [], []
+    for module in model.modules():
+        for p in module.parameters(recurse=False):
+            if p.requires_grad:
+                (norm_params if isinstance(module, _NORM_TYPES) else other).append(p)
+    s = cfg.SOLVER
+    groups = [{"params": other, "weight_decay": s.WEIGHT_DECAY}]
+    if norm_params:
+        groups.append({"params": norm_params, "weight_decay": s.WEIGHT_DECAY_NORM})
+    return torch.optim.SGD(groups, lr=s.BASE_LR, momentum=s.MOMENTUM, nesterov=s.NESTEROV)
+
+
+def lr_factor(it: int, *, steps, gamma: float, warmup_iters: int, warmup_factor: float,
+              warmup_method: str = "linear") -> float:
+    """LR multiplier at iteration ``it``: warmup, then ``gamma`` per passed step."""
+    factor = gamma ** bisect.bisect_right(list(steps), it)
+    if it < warmup_iters:
+        if warmup_method == "constant":
+            return factor * warmup_factor
+        alpha = it / warmup_iters
+        return factor * (warmup_factor * (1 - alpha) + alpha)
+    return factor
+
+
+def build_lr_scheduler(cfg, optimizer) -> torch.optim.lr_scheduler.LambdaLR:
+    s = cfg.SOLVER
+    if s.WARMUP_METHOD not in ("linear", "constant"):
+        raise ValueError(f"SOLVER.WARMUP_METHOD must be linear or constant, got {s.WARMUP_METHOD}")
+    return torch.optim.lr_scheduler.LambdaLR(
+        optimizer,
+        lambda it: lr_factor(it, steps=s.STEPS, gamma=s.GAMMA, warmup_iters=s.WARMUP_ITERS,
+                             warmup_factor=s.WARMUP_FACTOR, warmup_method=s.WARMUP_METHOD),
+    )
+
+
+def clip_gradients(cfg, params) -> None:
+    c = cfg.SOLVER.CLIP_GRADIENTS
+    if not c.ENABLED:
+        return
+    if c.CLIP_TYPE == "value":
+        torch.nn.utils.clip_grad_value_(params, c.CLIP_VALUE)
+    elif c.CLIP_TYPE == "norm":
+        torch.nn.utils.clip_grad_norm_(params, c.CLIP_VALUE, c.NORM_TYPE)
+    else:
+        raise ValueError(f"SOLVER.CLIP_GRADIENTS.CLIP_TYPE must be value or norm, got {c.CLIP_TYPE}")

@@ -1,0 +1,228 @@
+"""The training loop: build, resume, loop (guard non-finite loss, step, schedule), checkpoint,
+evaluate. ``train`` is meant to be read top to bottom."""
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import random
+import time
+
+import numpy as np
+import torch
+from torch.nn.parallel import DistributedDataParallel
+
+from ..data.build import (build_test_loader, build_train_loader, check_num_classes,
+                          load_datasets, strong_ids_from_cfg)
+from ..data.coco import DatasetError, DatasetInfo
+from ..evaluation.coco_eval import evaluate
+from ..modeling import build_model
+from ..modeling.weights import load_weights
+from . import comm, preempt
+from .checkpoint import Checkpointer, CheckpointError, capture_rng, restore_rng
+from .events import EventWriter
+from .solver import build_lr_scheduler, build_optimizer, clip_gradients
+from .vis import roi_triptychs
+
+logger = logging.getLogger("opmask.train")
+
+
+class NonFiniteLossError(RuntimeError):
+    """A loss became NaN or infinite; the message names the iteration and every loss term."""
+
+
+class CheckpointedExit(Exception):
+    """"Checkpoint now" was honoured at ``iteration``; the process should exit to be resumed."""
+
+    def __init__(self, iteration: int, path: str):
+        super().__init__(f"checkpoint written at iteration {iteration}: {path}")
+        self.iteration, self.path = iteration, path
+
+
+def train(cfg, run_dir: str, *, resume: bool) -> dict:
+    """Train ``cfg`` in ``run_dir``; returns the final evaluation results."""
+    dicts, info = load_datasets(cfg.DATASETS.TRAIN)
+    check_num_classes(cfg, info)
+    model = build_model(cfg, strong_classes=_labels(strong_ids_from_cfg(cfg, info), info))
+    optimizer = build_optimizer(cfg, model)
+    scheduler = build_lr_scheduler(cfg, optimizer)
+    scaler = torch.amp.GradScaler(model.pixel_mean.device.type, enabled=_amp_dtype(cfg) == torch.float16)
+    ckpt = Checkpointer(os.path.join(run_dir, "models"), cfg.SOLVER.MAX_TO_KEEP)
+    start_iter = _resume(ckpt, model, optimizer, scheduler, scaler) if resume else 0
+    if start_iter == 0:
+        _seed_everything(cfg.SEED + comm.get_rank())
+        if cfg.MODEL.WEIGHTS:
+            load_weights(model, cfg.MODEL.WEIGHTS)
+    evaluator = Evaluator(cfg, info, run_dir)
+    ddp = _wrap(model)
+    loader = build_train_loader(cfg, dicts, seed=cfg.SEED, rank=comm.get_rank(),
+                                world_size=comm.get_world_size(), start_iter=start_iter)
+    max_iter = cfg.SOLVER.MAX_ITER
+    events = EventWriter(run_dir, start_iter=start_iter, max_iter=max_iter,
+                         enabled=comm.is_main_process())
+    state = lambda it: _state(it, cfg, model, optimizer, scheduler, scaler)  # noqa: E731
+    logger.info("Starting training from iteration %d of %d in %s", start_iter, max_iter, run_dir)
+    data = iter(loader)
+    try:
+        for it in range(start_iter, max_iter):
+            t0 = time.perf_counter()
+            batch = next(data)
+            t_data = time.perf_counter() - t0
+            vis = cfg.VIS_PERIOD > 0 and it % cfg.VIS_PERIOD == 0
+            with _autocast(cfg, model):
+                losses, extras = ddp(batch, vis=True)
+            nonfinite, stop = comm.any_rank(not _all_finite(losses)), comm.any_rank(preempt.requested())
+            if nonfinite:
+                raise NonFiniteLossError(_nonfinite_message(it, losses))
+            optimizer.zero_grad(set_to_none=True)
+            scaler.scale(sum(losses.values())).backward()
+            scaler.unscale_(optimizer)
+            clip_gradients(cfg, [p for g in optimizer.param_groups for p in g["params"]])
+            scaler.step(optimizer)
+            scaler.update()
+            scheduler.step()
+            scalars = comm.reduce_mean({k: v.item() for k, v in losses.items()})
+            events.log_train(it, scalars, optimizer.param_groups[0]["lr"],
+                             time.perf_counter() - t0, t_data,
+                             console=(it + 1) % cfg.EXP.PRINT_PERIOD == 0 or it == start_iter)
+            for tag, img in roi_triptychs(extras, cfg.EXP.VIS_ROIS) if vis else []:
+                events.log_image(tag, img, it)
+            if stop:
+                raise CheckpointedExit(it, _save(ckpt, f"model_{it:07d}.pth", state(it)))
+            last = it + 1 == max_iter
+            if not last and (it + 1) % cfg.SOLVER.CHECKPOINT_PERIOD == 0:
+                _save(ckpt, f"model_{it:07d}.pth", state(it))
+            if not last and cfg.TEST.EVAL_PERIOD and (it + 1) % cfg.TEST.EVAL_PERIOD == 0:
+                events.log_eval(it, evaluator(model))
+        if start_iter < max_iter:
+            _save(ckpt, "model_final.pth", state(max_iter - 1))
+        results = evaluator(model)
+        events.log_eval(max_iter - 1, results)
+        return results
+    finally:
+        events.close()
+
+
+def evaluate_only(cfg, run_dir: str) -> dict:
+    """Evaluate the newest valid checkpoint of ``run_dir`` (else ``MODEL.WEIGHTS``)."""
+    names = cfg.DATASETS.TEST or cfg.DATASETS.TRAIN
+    _, info = load_datasets(names[:1])
+    check_num_classes(cfg, info)
+    model = build_model(cfg)
+    found = Checkpointer(os.path.join(run_dir, "models")).load_latest_valid()
+    if found is not None:
+        path, state = found
+        model.load_state_dict(state["model"])
+        logger.info("Evaluating %s (iteration %d)", path, state["iteration"])
+    elif cfg.MODEL.WEIGHTS:
+        load_weights(model, cfg.MODEL.WEIGHTS)
+    else:
+        raise CheckpointError(f"nothing to evaluate: no valid checkpoint in {run_dir}/models "
+                              "and MODEL.WEIGHTS is empty")
+    return Evaluator(cfg, info, run_dir)(model)
+
+
+class Evaluator:
+    """Evaluates a model on every ``DATASETS.TEST`` dataset; results under ``inference/``."""
+
+    def __init__(self, cfg, train_info: DatasetInfo, run_dir: str):
+        self.cfg, self.run_dir, self.sets = cfg, run_dir, []
+        for name in cfg.DATASETS.TEST:
+            dicts, info = load_datasets([name])
+            if info.category_ids != train_info.category_ids:
+                raise DatasetError(f"test dataset {name!r} has other categories than training")
+            self.sets.append((name, dicts, info, strong_ids_from_cfg(cfg, info)))
+
+    def __call__(self, model) -> dict:
+        out = {}
+        for name, dicts, info, strong in self.sets:
+            loader = build_test_loader(self.cfg, dicts, rank=comm.get_rank(),
+                                       world_size=comm.get_world_size())
+            folder = os.path.join(self.run_dir, "inference", info.name)
+            res = evaluate(model, loader, gt_json=info.json_file, category_ids=info.category_ids,
+                           strong_ids=strong, out_dir=folder if comm.is_main_process() else None)
+            out.update(res if len(self.sets) == 1 else {f"{name}/{k}": v for k, v in res.items()})
+        return out
+
+
+# ---------------------------------------------------------------------- helpers of the loop
+def _labels(category_ids: list[int], info: DatasetInfo) -> list[int]:
+    """Dataset category ids -> model labels (1..K)."""
+    return [info.category_ids.index(c) + 1 for c in category_ids]
+
+
+def _seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def _wrap(model):
+    if comm.get_world_size() == 1:
+        return model
+    dev = model.pixel_mean.device
+    return DistributedDataParallel(model, device_ids=[dev.index] if dev.type == "cuda" else None)
+
+
+def _amp_dtype(cfg):
+    if not cfg.SOLVER.AMP.ENABLED:
+        return None
+    dtypes = {"float16": torch.float16, "bfloat16": torch.bfloat16}
+    if cfg.SOLVER.AMP.DTYPE not in dtypes:
+        raise ValueError(f"SOLVER.AMP.DTYPE must be float16 or bfloat16, got {cfg.SOLVER.AMP.DTYPE}")
+    return dtypes[cfg.SOLVER.AMP.DTYPE]
+
+
+def _autocast(cfg, model):
+    dtype = _amp_dtype(cfg)
+    if dtype is None:
+        return contextlib.nullcontext()
+    return torch.autocast(model.pixel_mean.device.type, dtype=dtype)
+
+
+def _all_finite(losses: dict) -> bool:
+    return all(bool(torch.isfinite(v).all()) for v in losses.values())
+
+
+def _nonfinite_message(it: int, losses: dict) -> str:
+    terms = ", ".join(f"{k}={float(v.detach()):.6g}" for k, v in sorted(losses.items()))
+    return f"non-finite loss at iteration {it}: {terms}"
+
+
+def _state(it: int, cfg, model, optimizer, scheduler, scaler) -> dict:
+    """Everything needed to continue exactly: weights, solver, RNG of every rank, position."""
+    return {
+        "model": model.state_dict(), "optimizer": optimizer.state_dict(),
+        "scheduler": scheduler.state_dict(), "scaler": scaler.state_dict(), "iteration": it,
+        "rng": comm.all_gather_objects(capture_rng()),
+        "meta": {"world_size": comm.get_world_size(), "config": cfg.dump(),
+                 "torch": str(torch.__version__), "time": time.time()},
+    }
+
+
+def _save(ckpt: Checkpointer, name: str, state: dict) -> str:
+    if comm.is_main_process():
+        ckpt.save(name, state)
+    comm.barrier()
+    return ckpt.path(name)
+
+
+def _resume(ckpt: Checkpointer, model, optimizer, scheduler, scaler) -> int:
+    """Restore the newest valid checkpoint; returns the first iteration to run (0 if none)."""
+    found = ckpt.load_latest_valid()
+    if found is None:
+        logger.info("No checkpoint in %s: starting from scratch", ckpt.folder)
+        return 0
+    path, state = found
+    world = comm.get_world_size()
+    if state["meta"]["world_size"] != world:
+        raise CheckpointError(f"{path} was written with world size {state['meta']['world_size']}, "
+                              f"this run has {world}; the data order would differ")
+    model.load_state_dict(state["model"])
+    optimizer.load_state_dict(state["optimizer"])
+    scheduler.load_state_dict(state["scheduler"])
+    scaler.load_state_dict(state["scaler"])
+    restore_rng(state["rng"][comm.get_rank()])
+    ckpt.protected.add(path)
+    logger.info("Resumed from %s (iteration %d)", path, state["iteration"])
+    return state["iteration"] + 1

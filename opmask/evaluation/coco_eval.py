@@ -1,0 +1,133 @@
+"""COCO evaluation with the partially supervised split: bbox AP, mask AP, mask AP on the strong
+(mask-supervised) and on the weak (box-only) classes — the paper's headline number — and
+per-class AP. Predictions and results are written under ``inference/`` as JSON."""
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import logging
+import os
+import time
+
+import numpy as np
+import torch
+from pycocotools.coco import COCO
+from pycocotools.cocoeval import COCOeval
+
+from ..data.masks import mask_to_rle
+from ..engine import comm
+from ..engine.checkpoint import atomic_write_bytes
+
+logger = logging.getLogger(__name__)
+
+METRICS = ("AP", "AP50", "AP75", "APs", "APm", "APl")
+
+
+def predictions_to_coco(output: dict, image_id, category_ids: list[int]) -> list[dict]:
+    """One image's model output -> COCO result entries (boxes xywh, masks as RLE at 0.5)."""
+    boxes = output["boxes"].detach().cpu().numpy()
+    scores = output["scores"].detach().cpu().tolist()
+    labels = output["labels"].detach().cpu().tolist()
+    masks = output.get("masks")
+    masks = (masks[:, 0] >= 0.5).cpu().numpy() if masks is not None else None
+    results = []
+    for i, (box, score, label) in enumerate(zip(boxes, scores, labels)):
+        x0, y0, x1, y1 = (float(v) for v in box)
+        entry = {"image_id": image_id, "category_id": category_ids[label - 1],
+                 "bbox": [x0, y0, x1 - x0, y1 - y0], "score": float(score)}
+        if masks is not None:
+            entry["segmentation"] = mask_to_rle(masks[i])
+        results.append(entry)
+    return results
+
+
+@torch.no_grad()
+def run_inference(model, loader, category_ids: list[int]) -> list[dict]:
+    """COCO results of this rank's shard, gathered on every rank (rank order)."""
+    was_training = model.training
+    model.eval()
+    results, start = [], time.perf_counter()
+    for i, batch in enumerate(loader):
+        for x, out in zip(batch, model(batch)):
+            results += predictions_to_coco(out, x["image_id"], category_ids)
+        if (i + 1) % 50 == 0:
+            logger.info("Inference %d/%d images, %.3f s/img", i + 1, len(loader),
+                        (time.perf_counter() - start) / (i + 1))
+    model.train(was_training)
+    return [r for part in comm.all_gather_objects(results) for r in part]
+
+
+def _coco_eval(gt: COCO, dt: COCO | None, iou_type: str, cat_ids=None):
+    """Summary metrics (percent) and the COCOeval object; zeros when nothing was predicted."""
+    if dt is None:
+        return {k: 0.0 for k in METRICS}, None
+    ev = COCOeval(gt, dt, iou_type)
+    if cat_ids is not None:
+        ev.params.catIds = list(cat_ids)
+    with contextlib.redirect_stdout(io.StringIO()):
+        ev.evaluate()
+        ev.accumulate()
+        ev.summarize()
+    stats = [float(s) * 100 if s >= 0 else float("nan") for s in ev.stats[:6]]
+    return dict(zip(METRICS, stats)), ev
+
+
+def _per_class_ap(ev: COCOeval | None, gt: COCO) -> dict[str, float]:
+    if ev is None:
+        return {c["name"]: 0.0 for c in gt.loadCats(gt.getCatIds())}
+    precision = ev.eval["precision"]  # (T, R, K, A, M)
+    out = {}
+    for k, cat_id in enumerate(ev.params.catIds):
+        p = precision[:, :, k, 0, -1]
+        p = p[p > -1]
+        out[gt.loadCats(int(cat_id))[0]["name"]] = float(np.mean(p) * 100) if p.size else float("nan")
+    return out
+
+
+def evaluate_results(gt_json: str, results: list[dict], strong_ids: list[int]) -> dict:
+    """COCOeval of ``results`` against ``gt_json``: tasks bbox, segm, segm_strong, segm_weak."""
+    with contextlib.redirect_stdout(io.StringIO()):
+        gt = COCO(gt_json)
+        dt = gt.loadRes(results) if results else None
+    weak_ids = sorted(set(gt.getCatIds()) - set(strong_ids))
+    out, per_class = {}, {}
+    for task, iou, cats in (("bbox", "bbox", None), ("segm", "segm", None),
+                            ("segm_strong", "segm", strong_ids), ("segm_weak", "segm", weak_ids)):
+        if task != "bbox" and results and "segmentation" not in results[0]:
+            continue
+        if cats is not None and not cats:
+            continue
+        out[task], ev = _coco_eval(gt, dt, iou, cats)
+        if task in ("bbox", "segm"):
+            per_class[task] = _per_class_ap(ev, gt)
+    out["per_class"] = per_class
+    return out
+
+
+def format_table(results: dict) -> str:
+    tasks = [t for t in results if t != "per_class"]
+    lines = [f"{'task':<12}" + "".join(f"{m:>8}" for m in METRICS)]
+    for t in tasks:
+        lines.append(f"{t:<12}" + "".join(f"{results[t][m]:>8.2f}" for m in METRICS))
+    return "\n".join(lines)
+
+
+def evaluate(model, loader, *, gt_json: str, category_ids: list[int], strong_ids: list[int],
+             out_dir: str | None) -> dict:
+    """Run inference, evaluate on the main process, write JSON files, print the table."""
+    start = time.perf_counter()
+    results = run_inference(model, loader, category_ids)
+    if not comm.is_main_process():
+        return {}
+    metrics = evaluate_results(gt_json, results, strong_ids)
+    metrics["time_seconds"] = {"total": time.perf_counter() - start}
+    if out_dir:
+        os.makedirs(out_dir, exist_ok=True)
+        atomic_write_bytes(os.path.join(out_dir, "coco_instances_results.json"),
+                           json.dumps(results).encode())
+        atomic_write_bytes(os.path.join(out_dir, "results.json"),
+                           json.dumps(metrics, indent=1, sort_keys=True).encode())
+    logger.info("Evaluation on %s (%d detections):\n%s", gt_json, len(results),
+                format_table({k: v for k, v in metrics.items() if k != "time_seconds"}))
+    return metrics
