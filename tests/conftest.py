@@ -1,4 +1,5 @@
 """Shared fixtures: a tiny synthetic dataset and a tiny CPU config built on the shapes configs."""
+
 from __future__ import annotations
 
 import os
@@ -15,12 +16,36 @@ SHAPES_BASELINE = os.path.join(REPO, "configs", "shapes", "baseline_R18_shapes.y
 
 # A few-iteration setting of the shapes configs that runs in seconds on 2 cores.
 TINY = [
-    "MODEL.FPN.OUT_CHANNELS", "32", "MODEL.ROI_BOX_HEAD.CONV_DIM", "64",
-    "MODEL.ROI_MASK_HEAD.CONV_DIM", "32", "MODEL.ROI_HEADS.BATCH_SIZE_PER_IMAGE", "16",
-    "INPUT.MIN_SIZE_TRAIN", "(96,)", "INPUT.MIN_SIZE_TEST", "96", "SOLVER.IMS_PER_BATCH", "2",
-    "SOLVER.MAX_ITER", "6", "SOLVER.WARMUP_ITERS", "2", "SOLVER.STEPS", "(4,)",
-    "SOLVER.CHECKPOINT_PERIOD", "3", "DATALOADER.NUM_WORKERS", "0", "VIS_PERIOD", "2",
-    "EXP.PRINT_PERIOD", "2", "SOLVER.BASE_LR", "0.01",
+    "MODEL.FPN.OUT_CHANNELS",
+    "32",
+    "MODEL.ROI_BOX_HEAD.CONV_DIM",
+    "64",
+    "MODEL.ROI_MASK_HEAD.CONV_DIM",
+    "32",
+    "MODEL.ROI_HEADS.BATCH_SIZE_PER_IMAGE",
+    "16",
+    "INPUT.MIN_SIZE_TRAIN",
+    "(96,)",
+    "INPUT.MIN_SIZE_TEST",
+    "96",
+    "SOLVER.IMS_PER_BATCH",
+    "2",
+    "SOLVER.MAX_ITER",
+    "6",
+    "SOLVER.WARMUP_ITERS",
+    "2",
+    "SOLVER.STEPS",
+    "(4,)",
+    "SOLVER.CHECKPOINT_PERIOD",
+    "3",
+    "DATALOADER.NUM_WORKERS",
+    "0",
+    "VIS_PERIOD",
+    "2",
+    "EXP.PRINT_PERIOD",
+    "2",
+    "SOLVER.BASE_LR",
+    "0.01",
 ]
 
 
@@ -41,5 +66,11 @@ def shapes_env(datasets_root, monkeypatch):
 def run_cli(args: list[str], env_root: str, cwd: str, timeout: int = 600):
     """Run a console entry point in a fresh interpreter (to see exit code and stderr)."""
     env = dict(os.environ, OPMASK_DATASETS=env_root, PYTHONUNBUFFERED="1")
-    return subprocess.run([sys.executable, "-m", *args], cwd=cwd, env=env, capture_output=True,
-                          text=True, timeout=timeout)
+    return subprocess.run(
+        [sys.executable, "-m", *args],
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )

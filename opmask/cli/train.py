@@ -1,4 +1,5 @@
 """``opmask-train``: train or evaluate OPMask (Detectron2-style command line)."""
+
 from __future__ import annotations
 
 import argparse
@@ -6,11 +7,14 @@ import json
 import logging
 import sys
 
+from fvcore.common.config import CfgNode
+
 from ..config import ConfigError, load_config
 from ..data.coco import DatasetError
 from ..data.splits import SplitError
-from ..engine import exit_codes, preempt
+from ..engine import comm, exit_codes, preempt
 from ..engine.checkpoint import CheckpointError
+from ..engine.launch import launch
 from ..engine.run_dir import RunFolderError, prepare, run_folder, setup_logging
 from ..engine.train_loop import CheckpointedExit, NonFiniteLossError, evaluate_only, train
 from ..modeling.weights import UnsafeWeightsError
@@ -24,66 +28,160 @@ examples:
       EXP.PS nvoc SOLVER.IMS_PER_BATCH 8 SOLVER.BASE_LR 0.01
   opmask-train --config-file ... --exp-id voc --resume       # continue from the newest checkpoint
   opmask-train --config-file ... --exp-id voc --eval-only    # evaluate the run's newest checkpoint
+  opmask-train --config-file ... --num-gpus 8                 # 8 local ranks (NCCL; gloo on CPU)
+  torchrun --nproc-per-node 4 -m opmask.cli.train --config-file ...   # env:// initialisation
 
 exit codes: 0 done; 1 bad input (config, dataset, weights, output folder); 2 bad command line;
-3 non-finite loss; 75 stopped after a requested checkpoint (SIGUSR1 / preemption): rerun with --resume.
+3 non-finite loss; 75 stopped after a requested checkpoint (SIGUSR1 / preemption):
+rerun with --resume.
 """
 
 # Errors a user fixes by changing the input: one line, exit code 1, no traceback.
-INPUT_ERRORS = (ConfigError, DatasetError, SplitError, RunFolderError, CheckpointError,
-                UnsafeWeightsError, FileNotFoundError, PermissionError, ValueError)
+INPUT_ERRORS = (
+    ConfigError,
+    DatasetError,
+    SplitError,
+    RunFolderError,
+    CheckpointError,
+    UnsafeWeightsError,
+    FileNotFoundError,
+    PermissionError,
+    ValueError,
+)
 
 
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
-        prog="opmask-train", description=__doc__, epilog=EPILOG,
+        prog="opmask-train",
+        description=__doc__,
+        epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument("--config-file", required=True, metavar="FILE",
-                   help="YAML config (may inherit others through _BASE_)")
-    p.add_argument("--exp-id", default="run_01",
-                   help="names the run folder OUTPUT_DIR/OPMask/{dataset}_{exp-id} (default run_01)")
-    p.add_argument("--output-dir", metavar="DIR",
-                   help="use exactly this run folder instead of the derived one")
-    p.add_argument("--resume", action="store_true",
-                   help="continue the run in the folder from its newest valid checkpoint")
-    p.add_argument("--eval-only", action="store_true",
-                   help="only evaluate the run's newest checkpoint (or MODEL.WEIGHTS)")
-    p.add_argument("opts", nargs=argparse.REMAINDER, metavar="KEY VALUE",
-                   help="config overrides, e.g. SOLVER.BASE_LR 0.01 EXP.PS nvoc")
+    p.add_argument(
+        "--config-file",
+        required=True,
+        metavar="FILE",
+        help="YAML config (may inherit others through _BASE_)",
+    )
+    p.add_argument(
+        "--exp-id",
+        default="run_01",
+        help="names the run folder OUTPUT_DIR/OPMask/{dataset}_{exp-id} (default run_01)",
+    )
+    p.add_argument(
+        "--output-dir", metavar="DIR", help="use exactly this run folder instead of the derived one"
+    )
+    p.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue the run in the folder from its newest valid checkpoint",
+    )
+    p.add_argument(
+        "--eval-only",
+        action="store_true",
+        help="only evaluate the run's newest checkpoint (or MODEL.WEIGHTS)",
+    )
+    d = p.add_argument_group("distributed (SOLVER.IMS_PER_BATCH is the global batch)")
+    d.add_argument(
+        "--num-gpus",
+        type=int,
+        default=1,
+        metavar="N",
+        help="processes per machine: one per GPU, or N CPU processes with gloo",
+    )
+    d.add_argument("--num-machines", type=int, default=1, help="machines taking part")
+    d.add_argument("--machine-rank", type=int, default=0, help="this machine's rank (0-based)")
+    d.add_argument(
+        "--dist-url",
+        default="auto",
+        help="tcp://HOST:PORT of machine 0 (auto: a free local port, one machine)",
+    )
+    d.add_argument(
+        "--dist-timeout",
+        type=float,
+        default=30.0,
+        metavar="MIN",
+        help="collective timeout in minutes (default 30)",
+    )
+    p.add_argument(
+        "opts",
+        nargs=argparse.REMAINDER,
+        metavar="KEY VALUE",
+        help="config overrides, e.g. SOLVER.BASE_LR 0.01 EXP.PS nvoc",
+    )
     return p
 
 
-def run(args: argparse.Namespace) -> dict:
-    """Load config, prepare the run folder, train or evaluate (in this process)."""
+def setup(args: argparse.Namespace) -> tuple[CfgNode, str]:
+    """Load the config and prepare the run folder (once, before any worker starts)."""
     cfg = load_config(args.config_file, args.opts)
     run_dir = run_folder(cfg, args.exp_id, args.output_dir)
-    cfg = prepare(cfg, run_dir, resume=args.resume, eval_only=args.eval_only)
+    return prepare(cfg, run_dir, resume=args.resume, eval_only=args.eval_only), run_dir
+
+
+def execute(cfg: CfgNode, run_dir: str, *, resume: bool, eval_only: bool) -> dict:
+    """Train or evaluate in this process (one rank)."""
     setup_logging(run_dir)
-    logger.info("Run folder: %s", run_dir)
-    if args.eval_only:
+    logger.info("Run folder: %s (rank %d of %d)", run_dir, comm.get_rank(), comm.get_world_size())
+    if eval_only:
         return evaluate_only(cfg, run_dir)
     preempt.install_signal_handlers()
-    return train(cfg, run_dir, resume=args.resume)
+    return train(cfg, run_dir, resume=resume)
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = parser().parse_args(argv)
+def run(args: argparse.Namespace) -> dict:
+    """Set up and execute in this one process (the demo uses this)."""
+    cfg, run_dir = setup(args)
+    return execute(cfg, run_dir, resume=args.resume, eval_only=args.eval_only)
+
+
+def _fail(message: str) -> None:
+    if comm.is_main_process():
+        print(f"opmask-train: error: {message}", file=sys.stderr)
+
+
+def worker(cfg_yaml: str, run_dir: str, resume: bool, eval_only: bool) -> int:
+    """One rank: execute, and map the outcome to an exit code (``exit_codes``)."""
+    cfg = CfgNode.load_cfg(cfg_yaml)
+    cfg.freeze()
     try:
-        results = run(args)
+        results = execute(cfg, run_dir, resume=resume, eval_only=eval_only)
     except NonFiniteLossError as e:
         logger.error("%s", e)
-        print(f"opmask-train: error: {e}", file=sys.stderr)
+        _fail(str(e))
         return exit_codes.NON_FINITE
     except CheckpointedExit as e:
         logger.info("%s; exiting with code %d to be resumed", e, exit_codes.CHECKPOINTED)
         return exit_codes.CHECKPOINTED
     except INPUT_ERRORS as e:
+        _fail(str(e))
+        return exit_codes.ERROR
+    if comm.is_main_process():
+        print(
+            json.dumps(
+                {k: v.get("AP") for k, v in results.items() if isinstance(v, dict) and "AP" in v}
+            )
+        )
+    return exit_codes.OK
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    try:
+        cfg, run_dir = setup(args)
+    except INPUT_ERRORS as e:
         print(f"opmask-train: error: {e}", file=sys.stderr)
         return exit_codes.ERROR
-    summary = {k: v.get("AP") for k, v in results.items() if isinstance(v, dict) and "AP" in v}
-    print(json.dumps(summary))
-    return exit_codes.OK
+    return launch(
+        worker,
+        (cfg.dump(), run_dir, args.resume, args.eval_only),
+        num_procs=args.num_gpus,
+        num_machines=args.num_machines,
+        machine_rank=args.machine_rank,
+        dist_url=args.dist_url,
+        device=cfg.MODEL.DEVICE,
+        timeout_min=args.dist_timeout,
+    )
 
 
 if __name__ == "__main__":

@@ -3,6 +3,7 @@
 Every error is a :class:`ConfigError` whose message names the culprit (file, key, expected and
 given type) so the CLI can print one line and exit non-zero.
 """
+
 from __future__ import annotations
 
 import ast

@@ -2,6 +2,7 @@
 
 Only ``build_*(cfg)`` functions read these; modules take explicit arguments.
 """
+
 from fvcore.common.config import CfgNode as CN
 
 _C = CN()
@@ -24,7 +25,9 @@ _C.MODEL.RESNETS = CN()
 _C.MODEL.RESNETS.DEPTH = 50  # 18, 34, 50 or 101
 _C.MODEL.RESNETS.OUT_FEATURES = ["res2", "res3", "res4", "res5"]  # stages fed to the FPN
 _C.MODEL.RESNETS.NORM = "FrozenBN"  # FrozenBN, BN, SyncBN, GN
-_C.MODEL.RESNETS.STRIDE_IN_1X1 = True  # MSRA/Caffe2 weights stride in the 1x1 conv; torchvision's in 3x3
+_C.MODEL.RESNETS.STRIDE_IN_1X1 = (
+    True  # MSRA/Caffe2 weights stride in the 1x1 conv; torchvision's in 3x3
+)
 
 _C.MODEL.FPN = CN()
 _C.MODEL.FPN.IN_FEATURES = ["res2", "res3", "res4", "res5"]  # backbone stages used by the FPN
@@ -103,6 +106,7 @@ _C.DATALOADER.FILTER_EMPTY_ANNOTATIONS = True  # drop training images without us
 # ---------------------------------------------------------------------------- solver
 _C.SOLVER = CN()
 _C.SOLVER.MAX_ITER = 40000  # training iterations
+_C.SOLVER.OPTIMIZER = "SGD"  # SGD (the paper) or AdamW (faster from scratch, used by CPU configs)
 _C.SOLVER.BASE_LR = 0.001  # learning rate at IMS_PER_BATCH (see README: linear scaling)
 _C.SOLVER.MOMENTUM = 0.9  # SGD momentum
 _C.SOLVER.NESTEROV = False  # Nesterov momentum

@@ -1,9 +1,11 @@
 """Config -> datasets and loaders. The only place in ``opmask.data`` that reads cfg."""
+
 from __future__ import annotations
 
 import logging
 
 import numpy as np
+import torch
 from torch.utils.data import DataLoader, Dataset
 
 from .catalog import load_dataset
@@ -51,7 +53,10 @@ def load_datasets(names) -> tuple[list[dict], DatasetInfo]:
 
 def strong_ids_from_cfg(cfg, info: DatasetInfo) -> list[int]:
     return strong_category_ids(
-        cfg.EXP.PS, info.category_ids, info.dataset_strong_ids, cfg.EXP.STRONG_CATEGORY_IDS,
+        cfg.EXP.PS,
+        info.category_ids,
+        info.dataset_strong_ids,
+        cfg.EXP.STRONG_CATEGORY_IDS,
         info.name,
     )
 
@@ -64,8 +69,9 @@ def check_num_classes(cfg, info: DatasetInfo) -> None:
         )
 
 
-def build_train_loader(cfg, dicts: list[dict], *, seed: int, rank: int, world_size: int,
-                       start_iter: int) -> DataLoader:
+def build_train_loader(
+    cfg, dicts: list[dict], *, seed: int, rank: int, world_size: int, start_iter: int
+) -> DataLoader:
     """Infinite loader of lists of mapped dicts; the per-rank batch is IMS_PER_BATCH / world."""
     if cfg.DATALOADER.FILTER_EMPTY_ANNOTATIONS:
         kept = [d for d in dicts if any(not a.get("iscrowd", 0) for a in d["annotations"])]
@@ -79,28 +85,52 @@ def build_train_loader(cfg, dicts: list[dict], *, seed: int, rank: int, world_si
             f"size ({world_size})"
         )
     mapper = DatasetMapper(
-        is_train=True, min_sizes=cfg.INPUT.MIN_SIZE_TRAIN, max_size=cfg.INPUT.MAX_SIZE_TRAIN,
-        sampling=cfg.INPUT.MIN_SIZE_TRAIN_SAMPLING, flip=cfg.INPUT.RANDOM_FLIP == "horizontal",
-        image_format=cfg.INPUT.FORMAT, mask_on=cfg.MODEL.MASK_ON,
+        is_train=True,
+        min_sizes=cfg.INPUT.MIN_SIZE_TRAIN,
+        max_size=cfg.INPUT.MAX_SIZE_TRAIN,
+        sampling=cfg.INPUT.MIN_SIZE_TRAIN_SAMPLING,
+        flip=cfg.INPUT.RANDOM_FLIP == "horizontal",
+        image_format=cfg.INPUT.FORMAT,
+        mask_on=cfg.MODEL.MASK_ON,
     )
     sampler = TrainingBatchSampler(
-        [d["width"] >= d["height"] for d in dicts], batch, seed=seed, rank=rank,
-        world_size=world_size, start_iter=start_iter, group=cfg.DATALOADER.ASPECT_RATIO_GROUPING,
+        [d["width"] >= d["height"] for d in dicts],
+        batch,
+        seed=seed,
+        rank=rank,
+        world_size=world_size,
+        start_iter=start_iter,
+        group=cfg.DATALOADER.ASPECT_RATIO_GROUPING,
     )
     return DataLoader(
-        MapDataset(dicts, mapper, seed), batch_sampler=sampler, collate_fn=trivial_collate,
-        num_workers=cfg.DATALOADER.NUM_WORKERS, persistent_workers=False,
+        MapDataset(dicts, mapper, seed),
+        batch_sampler=sampler,
+        collate_fn=trivial_collate,
+        num_workers=cfg.DATALOADER.NUM_WORKERS,
+        generator=_own_generator(seed),
     )
+
+
+def _own_generator(seed: int) -> torch.Generator:
+    """Creating a loader iterator draws a seed; from this generator, not the global RNG, so a
+    resumed run's RNG stream (RoI sampling) matches the uninterrupted run's."""
+    return torch.Generator().manual_seed(seed)
 
 
 def build_test_loader(cfg, dicts: list[dict], *, rank: int = 0, world_size: int = 1) -> DataLoader:
     """Batch-1 loader over this rank's shard (images rank, rank + world, ...)."""
     mapper = DatasetMapper(
-        is_train=False, min_sizes=[cfg.INPUT.MIN_SIZE_TEST], max_size=cfg.INPUT.MAX_SIZE_TEST,
+        is_train=False,
+        min_sizes=[cfg.INPUT.MIN_SIZE_TEST],
+        max_size=cfg.INPUT.MAX_SIZE_TEST,
         image_format=cfg.INPUT.FORMAT,
     )
     shard = list(range(rank, len(dicts), world_size))
     return DataLoader(
-        MapDataset(dicts, mapper), sampler=shard, batch_size=1, collate_fn=trivial_collate,
+        MapDataset(dicts, mapper),
+        sampler=shard,
+        batch_size=1,
+        collate_fn=trivial_collate,
         num_workers=min(cfg.DATALOADER.NUM_WORKERS, 2),
+        generator=_own_generator(0),
     )

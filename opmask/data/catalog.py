@@ -6,6 +6,7 @@ A name in ``DATASETS.TRAIN`` / ``DATASETS.TEST`` is one of:
   resolved under ``$OPMASK_DATASETS`` (default ``./datasets``);
 - ``ANNOTATIONS.json:IMAGE_DIR`` — any COCO-format dataset, no Python needed.
 """
+
 from __future__ import annotations
 
 import os

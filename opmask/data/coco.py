@@ -3,6 +3,7 @@
 A dataset dict is ``{file_name, height, width, image_id, annotations}``; each annotation is
 ``{bbox: [x0, y0, x1, y1] (absolute), category_id: contiguous 0..K-1, segmentation, iscrowd}``.
 """
+
 from __future__ import annotations
 
 import json
@@ -123,7 +124,9 @@ def load_coco_json(json_file: str, image_root: str, name: str) -> tuple[list[dic
         )
     if anns_by_image:
         orphan = next(iter(anns_by_image))
-        raise DatasetError(f"{json_file}: annotations refer to image id {orphan!r}, not in 'images'")
+        raise DatasetError(
+            f"{json_file}: annotations refer to image id {orphan!r}, not in 'images'"
+        )
     if info.dropped:
         logger.warning("%s: dropped %s", name, dict(info.dropped))
     logger.info("Loaded %d images from %s", len(dicts), json_file)

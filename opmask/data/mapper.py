@@ -1,4 +1,5 @@
 """Dataset dict -> model input: read, resize (shortest edge), flip, rasterise masks."""
+
 from __future__ import annotations
 
 from typing import Sequence
@@ -49,9 +50,16 @@ class DatasetMapper:
         mask_on: bool = True,
     ):
         if sampling not in ("choice", "range"):
-            raise ValueError(f"INPUT.MIN_SIZE_TRAIN_SAMPLING must be choice or range, got {sampling}")
+            raise ValueError(
+                f"INPUT.MIN_SIZE_TRAIN_SAMPLING must be choice or range, got {sampling}"
+            )
         self.is_train, self.min_sizes, self.max_size = is_train, list(min_sizes), max_size
-        self.sampling, self.flip, self.image_format, self.mask_on = sampling, flip, image_format, mask_on
+        self.sampling, self.flip, self.image_format, self.mask_on = (
+            sampling,
+            flip,
+            image_format,
+            mask_on,
+        )
 
     def _draw_short_side(self, rng: np.random.Generator | None) -> int:
         if rng is None:

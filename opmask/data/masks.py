@@ -1,4 +1,5 @@
 """COCO segmentations (polygons, RLE) to bit masks, through pycocotools."""
+
 from __future__ import annotations
 
 from typing import Any

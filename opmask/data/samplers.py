@@ -6,6 +6,7 @@ exactly the batches an uninterrupted run would have seen. Each element is ``(ind
 ``position`` in the global stream seeds that sample's augmentation, so augmentations do not depend
 on loader workers either.
 """
+
 from __future__ import annotations
 
 from typing import Iterator, Sequence

@@ -6,6 +6,7 @@ two-tone textured interiors (no colour threshold works); objects placed to overl
 other, so a box often holds parts of other objects; unannotated distractor strokes and blobs; scales
 from 16 to 64 pixels. Deterministic: the same seed gives byte-identical files.
 """
+
 from __future__ import annotations
 
 import json
@@ -25,6 +26,7 @@ _VERTICES = {"circle": 24, "square": 4, "triangle": 3, "hexagon": 6}
 
 def _outline(name: str, cx: float, cy: float, r: float, angle: float) -> list[list[float]]:
     """Polygon(s) of a shape; for ring/crescent the second polygon is cut out of the first."""
+
     def ngon(n, radius, x=cx, y=cy, phase=angle):
         t = phase + 2 * np.pi * np.arange(n) / n
         return np.stack([x + radius * np.cos(t), y + radius * np.sin(t)], 1).reshape(-1).tolist()
@@ -37,8 +39,22 @@ def _outline(name: str, cx: float, cy: float, r: float, angle: float) -> list[li
         return [np.stack([cx + rad * np.cos(t), cy + rad * np.sin(t)], 1).reshape(-1).tolist()]
     if name == "cross":
         a, b = r, 0.35 * r
-        pts = np.array([(-b, -a), (b, -a), (b, -b), (a, -b), (a, b), (b, b), (b, a), (-b, a),
-                        (-b, b), (-a, b), (-a, -b), (-b, -b)])
+        pts = np.array(
+            [
+                (-b, -a),
+                (b, -a),
+                (b, -b),
+                (a, -b),
+                (a, b),
+                (b, b),
+                (b, a),
+                (-b, a),
+                (-b, b),
+                (-a, b),
+                (-a, -b),
+                (-b, -b),
+            ]
+        )
         rot = np.array([[np.cos(angle), -np.sin(angle)], [np.sin(angle), np.cos(angle)]])
         return [(pts @ rot.T + (cx, cy)).reshape(-1).tolist()]
     if name == "ring":
@@ -69,7 +85,9 @@ def _texture(rng: np.random.Generator, h: int, w: int) -> np.ndarray:
         t = ((xx // s + yy // s) % 2) * 1.0
     elif kind == 2:
         small = rng.random((h // 8 + 2, w // 8 + 2))
-        t = np.asarray(Image.fromarray((small * 255).astype(np.uint8)).resize((w, h), Image.BILINEAR))
+        t = np.asarray(
+            Image.fromarray((small * 255).astype(np.uint8)).resize((w, h), Image.BILINEAR)
+        )
         t = t / 255.0
     else:
         theta = rng.uniform(0, 2 * np.pi)
@@ -86,8 +104,11 @@ def _background(rng: np.random.Generator, h: int, w: int) -> np.ndarray:
         color = tuple(int(c) for c in rng.integers(0, 256, 3))
         x0, y0 = rng.uniform(0, w), rng.uniform(0, h)
         if rng.random() < 0.5:
-            draw.line([x0, y0, x0 + rng.uniform(-40, 40), y0 + rng.uniform(-40, 40)], fill=color,
-                      width=int(rng.integers(1, 4)))
+            draw.line(
+                [x0, y0, x0 + rng.uniform(-40, 40), y0 + rng.uniform(-40, 40)],
+                fill=color,
+                width=int(rng.integers(1, 4)),
+            )
         else:
             rr = rng.uniform(2, 6)
             draw.ellipse([x0 - rr, y0 - rr, x0 + rr, y0 + rr], fill=color)
@@ -111,16 +132,24 @@ def render_image(rng: np.random.Generator, h: int, w: int) -> tuple[np.ndarray, 
     for _ in range(rng.integers(2, 6)):
         name = CLASSES[rng.integers(len(CLASSES))]
         cx, cy, r = _place(rng, h, w, boxes)
-        polys = [[round(v, 2) for v in p]
-                 for p in _outline(name, cx, cy, r, float(rng.uniform(0, 2 * np.pi)))]
+        polys = [
+            [round(v, 2) for v in p]
+            for p in _outline(name, cx, cy, r, float(rng.uniform(0, 2 * np.pi)))
+        ]
         full = _shape_mask(name, polys, h, w)
         if full.sum() < 30:
             continue
         img = np.where(full[..., None] > 0, _texture(rng, h, w), img)
         for o in objects:  # this object occludes earlier ones
             o["mask"] = o["mask"] & (1 - full)
-        objects.append({"class": name, "mask": full, "full_area": int(full.sum()),
-                        "polygons": polys if len(polys) == 1 else None})
+        objects.append(
+            {
+                "class": name,
+                "mask": full,
+                "full_area": int(full.sum()),
+                "polygons": polys if len(polys) == 1 else None,
+            }
+        )
         ys, xs = np.nonzero(full)
         boxes.append((xs.min(), ys.min(), xs.max() + 1, ys.max() + 1))
     noise = rng.normal(0, 6, img.shape)
@@ -138,9 +167,13 @@ def _annotation(obj: dict, ann_id: int, image_id: int) -> dict:
     else:
         segm = mask_to_rle(m)
     return {
-        "id": ann_id, "image_id": image_id, "category_id": CLASSES.index(obj["class"]) + 1,
+        "id": ann_id,
+        "image_id": image_id,
+        "category_id": CLASSES.index(obj["class"]) + 1,
         "bbox": [x0, y0, int(xs.max()) + 1 - x0, int(ys.max()) + 1 - y0],
-        "area": int(m.sum()), "iscrowd": 0, "segmentation": segm,
+        "area": int(m.sum()),
+        "iscrowd": 0,
+        "segmentation": segm,
     }
 
 
@@ -150,8 +183,11 @@ def write_split(out_dir: str, num_images: int, seed: int, image_size: int) -> No
     os.makedirs(os.path.join(out_dir, "images"))
     images, annotations = [], []
     for image_id in range(1, num_images + 1):
-        h, w = (image_size, image_size * 5 // 4) if rng.random() < 0.5 else (image_size * 5 // 4,
-                                                                              image_size)
+        h, w = (
+            (image_size, image_size * 5 // 4)
+            if rng.random() < 0.5
+            else (image_size * 5 // 4, image_size)
+        )
         img, objects = render_image(rng, h, w)
         file_name = f"{image_id:06d}.png"
         Image.fromarray(img).save(os.path.join(out_dir, "images", file_name))
@@ -161,19 +197,29 @@ def write_split(out_dir: str, num_images: int, seed: int, image_size: int) -> No
     strong = [CLASSES.index(c) + 1 for c in STRONG]
     data = {
         "info": {"description": "OPMask synthetic shapes", "seed": seed},
-        "categories": [{"id": i + 1, "name": c, "supercategory": "shape"}
-                       for i, c in enumerate(CLASSES)],
+        "categories": [
+            {"id": i + 1, "name": c, "supercategory": "shape"} for i, c in enumerate(CLASSES)
+        ],
         "images": images,
         "annotations": annotations,
-        "opmask": {"strong_category_ids": strong,
-                   "weak_category_ids": [i for i in range(1, 9) if i not in strong]},
+        "opmask": {
+            "strong_category_ids": strong,
+            "weak_category_ids": [i for i in range(1, 9) if i not in strong],
+        },
     }
     with open(os.path.join(out_dir, "annotations.json"), "w", encoding="utf-8") as f:
         json.dump(data, f, sort_keys=True, separators=(",", ":"))
 
 
-def generate(out: str, *, seed: int, num_train: int, num_val: int, image_size: int = 128,
-             overwrite: bool = False) -> None:
+def generate(
+    out: str,
+    *,
+    seed: int,
+    num_train: int,
+    num_val: int,
+    image_size: int = 128,
+    overwrite: bool = False,
+) -> None:
     """Generate ``out/train`` and ``out/val``; writes into a temporary folder, then renames."""
     if os.path.exists(out) and os.listdir(out) and not overwrite:
         raise FileExistsError(f"{out} exists and is not empty (use --overwrite)")

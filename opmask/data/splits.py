@@ -1,4 +1,5 @@
 """Which categories have mask supervision ("strong") and which only boxes ("weak")."""
+
 from __future__ import annotations
 
 from typing import Sequence
@@ -57,9 +58,7 @@ def strong_category_ids(
             )
         return sorted(int(c) for c in dataset_strong_ids)
     if ps not in COCO_SPLITS:
-        raise SplitError(
-            f"EXP.PS {ps!r} is not one of {list(COCO_SPLITS) + [DATASET_SPLIT]}"
-        )
+        raise SplitError(f"EXP.PS {ps!r} is not one of {list(COCO_SPLITS) + [DATASET_SPLIT]}")
     if tuple(ids) != COCO_IDS:
         raise SplitError(
             f"EXP.PS {ps!r} is a COCO split but {dataset_name} does not have COCO's 80 categories;"

@@ -1,6 +1,7 @@
 """Where training metrics go: console, ``metrics.json`` (one JSON object per line, Detectron2's
 keys) and TensorBoard. Only the main process writes. On resume, entries past the resumed
 iteration are purged from both files, so a series has no duplicate and no missing step."""
+
 from __future__ import annotations
 
 import datetime
@@ -54,29 +55,56 @@ class EventWriter:
             if k != "iteration" and isinstance(v, (int, float)):
                 self.tb.add_scalar(k, v, record["iteration"])
 
-    def log_train(self, it: int, losses: dict[str, float], lr: float, iter_time: float,
-                  data_time: float, console: bool) -> None:
+    def log_train(
+        self,
+        it: int,
+        losses: dict[str, float],
+        lr: float,
+        iter_time: float,
+        data_time: float,
+        console: bool,
+    ) -> None:
         """One training iteration (losses already averaged over ranks)."""
         self.iter_times.append(iter_time)
         if not self.enabled:
             return
         eta = statistics.median(self.iter_times) * (self.max_iter - it - 1)
-        record = {"iteration": it, "total_loss": sum(losses.values()), **losses, "lr": lr,
-                  "time": iter_time, "data_time": data_time, "eta_seconds": eta}
+        record = {
+            "iteration": it,
+            "total_loss": sum(losses.values()),
+            **losses,
+            "lr": lr,
+            "time": iter_time,
+            "data_time": data_time,
+            "eta_seconds": eta,
+        }
         self._write(record)
         if console:
-            terms = "  ".join(f"{k}: {v:.4g}" for k, v in record.items()
-                              if k.startswith(("total_loss", "loss_")))
-            logger.info("eta: %s  iter: %d/%d  %s  time: %.4f  data_time: %.4f  lr: %.6g",
-                        datetime.timedelta(seconds=int(eta)), it + 1, self.max_iter, terms,
-                        iter_time, data_time, lr)
+            terms = "  ".join(
+                f"{k}: {v:.4g}" for k, v in record.items() if k.startswith(("total_loss", "loss_"))
+            )
+            logger.info(
+                "eta: %s  iter: %d/%d  %s  time: %.4f  data_time: %.4f  lr: %.6g",
+                datetime.timedelta(seconds=int(eta)),
+                it + 1,
+                self.max_iter,
+                terms,
+                iter_time,
+                data_time,
+                lr,
+            )
 
     def log_eval(self, it: int, results: dict[str, dict[str, float]]) -> None:
         """Evaluation results ``{task: {metric: value}}`` as ``task/metric`` scalars."""
         if self.enabled:
-            flat = {f"{task}/{k}": v for task, m in results.items() if task != "per_class"
-                    for k, v in m.items()}
-            self._write({"iteration": it, **flat})
+            flat = {
+                f"{task}/{k}": v
+                for task, m in results.items()
+                if task != "per_class"
+                for k, v in m.items()
+            }
+            if flat:
+                self._write({"iteration": it, **flat})
 
     def log_image(self, tag: str, image: torch.Tensor, it: int) -> None:
         if self.enabled:

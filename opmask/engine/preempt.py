@@ -1,6 +1,7 @@
-""""Checkpoint now": a request only sets a flag; the train loop honours it at the next step
+""" "Checkpoint now": a request only sets a flag; the train loop honours it at the next step
 boundary (all ranks agree through one collective), saves, and exits with
 ``exit_codes.CHECKPOINTED``. Signal handlers and the SLURM launcher use :func:`request`."""
+
 from __future__ import annotations
 
 import logging

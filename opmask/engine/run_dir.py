@@ -1,4 +1,5 @@
 """The run folder: where it is, making it safely, config.yaml, log file, seed."""
+
 from __future__ import annotations
 
 import logging
@@ -17,9 +18,19 @@ from .checkpoint import atomic_write_bytes
 
 # Keys that may change between a run and its resumption.
 RESUME_SAFE_KEYS = {
-    "SOLVER.MAX_ITER", "SOLVER.CHECKPOINT_PERIOD", "SOLVER.MAX_TO_KEEP", "TEST.EVAL_PERIOD",
-    "EXP.PRINT_PERIOD", "VIS_PERIOD", "EXP.VIS_ROIS", "OUTPUT_DIR", "DATALOADER.NUM_WORKERS",
-    "MODEL.DEVICE", "MODEL.WEIGHTS", "DATASETS.TEST", "SEED",
+    "SOLVER.MAX_ITER",
+    "SOLVER.CHECKPOINT_PERIOD",
+    "SOLVER.MAX_TO_KEEP",
+    "TEST.EVAL_PERIOD",
+    "EXP.PRINT_PERIOD",
+    "VIS_PERIOD",
+    "EXP.VIS_ROIS",
+    "OUTPUT_DIR",
+    "DATALOADER.NUM_WORKERS",
+    "MODEL.DEVICE",
+    "MODEL.WEIGHTS",
+    "DATASETS.TEST",
+    "SEED",
 }
 
 
@@ -75,8 +86,11 @@ def prepare(cfg: CfgNode, run_dir: str, *, resume: bool, eval_only: bool) -> Cfg
     cfg = cfg.clone()
     cfg.defrost()
     if cfg.SEED < 0:
-        cfg.SEED = int(old.SEED) if old is not None and old.SEED >= 0 else int(
-            np.random.SeedSequence().entropy % (2**31))
+        cfg.SEED = (
+            int(old.SEED)
+            if old is not None and old.SEED >= 0
+            else int(np.random.SeedSequence().entropy % (2**31))
+        )
     cfg.freeze()
     if resume and old is not None:
         bad = incompatible_keys(old, cfg)

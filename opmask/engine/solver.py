@@ -1,4 +1,5 @@
 """Optimizer, warmup + multi-step LR schedule, and gradient clipping."""
+
 from __future__ import annotations
 
 import bisect
@@ -10,7 +11,7 @@ _NORM_TYPES = (nn.BatchNorm2d, nn.GroupNorm, nn.SyncBatchNorm, nn.LayerNorm)
 
 
 def build_optimizer(cfg, model: nn.Module) -> torch.optim.Optimizer:
-    """SGD; norm layers' weights get ``SOLVER.WEIGHT_DECAY_NORM``."""
+    """SGD (or AdamW); norm layers' weights get ``SOLVER.WEIGHT_DECAY_NORM``."""
     norm_params, other = [], []
     for module in model.modules():
         for p in module.parameters(recurse=False):
@@ -20,11 +21,22 @@ def build_optimizer(cfg, model: nn.Module) -> torch.optim.Optimizer:
     groups = [{"params": other, "weight_decay": s.WEIGHT_DECAY}]
     if norm_params:
         groups.append({"params": norm_params, "weight_decay": s.WEIGHT_DECAY_NORM})
-    return torch.optim.SGD(groups, lr=s.BASE_LR, momentum=s.MOMENTUM, nesterov=s.NESTEROV)
+    if s.OPTIMIZER == "SGD":
+        return torch.optim.SGD(groups, lr=s.BASE_LR, momentum=s.MOMENTUM, nesterov=s.NESTEROV)
+    if s.OPTIMIZER == "AdamW":
+        return torch.optim.AdamW(groups, lr=s.BASE_LR)
+    raise ValueError(f"SOLVER.OPTIMIZER must be SGD or AdamW, got {s.OPTIMIZER!r}")
 
 
-def lr_factor(it: int, *, steps, gamma: float, warmup_iters: int, warmup_factor: float,
-              warmup_method: str = "linear") -> float:
+def lr_factor(
+    it: int,
+    *,
+    steps,
+    gamma: float,
+    warmup_iters: int,
+    warmup_factor: float,
+    warmup_method: str = "linear",
+) -> float:
     """LR multiplier at iteration ``it``: warmup, then ``gamma`` per passed step."""
     factor = gamma ** bisect.bisect_right(list(steps), it)
     if it < warmup_iters:
@@ -41,8 +53,14 @@ def build_lr_scheduler(cfg, optimizer) -> torch.optim.lr_scheduler.LambdaLR:
         raise ValueError(f"SOLVER.WARMUP_METHOD must be linear or constant, got {s.WARMUP_METHOD}")
     return torch.optim.lr_scheduler.LambdaLR(
         optimizer,
-        lambda it: lr_factor(it, steps=s.STEPS, gamma=s.GAMMA, warmup_iters=s.WARMUP_ITERS,
-                             warmup_factor=s.WARMUP_FACTOR, warmup_method=s.WARMUP_METHOD),
+        lambda it: lr_factor(
+            it,
+            steps=s.STEPS,
+            gamma=s.GAMMA,
+            warmup_iters=s.WARMUP_ITERS,
+            warmup_factor=s.WARMUP_FACTOR,
+            warmup_method=s.WARMUP_METHOD,
+        ),
     )
 
 
@@ -55,4 +73,6 @@ def clip_gradients(cfg, params) -> None:
     elif c.CLIP_TYPE == "norm":
         torch.nn.utils.clip_grad_norm_(params, c.CLIP_VALUE, c.NORM_TYPE)
     else:
-        raise ValueError(f"SOLVER.CLIP_GRADIENTS.CLIP_TYPE must be value or norm, got {c.CLIP_TYPE}")
+        raise ValueError(
+            f"SOLVER.CLIP_GRADIENTS.CLIP_TYPE must be value or norm, got {c.CLIP_TYPE}"
+        )

@@ -1,5 +1,6 @@
 """The training loop: build, resume, loop (guard non-finite loss, step, schedule), checkpoint,
 evaluate. ``train`` is meant to be read top to bottom."""
+
 from __future__ import annotations
 
 import contextlib
@@ -7,13 +8,19 @@ import logging
 import os
 import random
 import time
+from typing import Callable
 
 import numpy as np
 import torch
 from torch.nn.parallel import DistributedDataParallel
 
-from ..data.build import (build_test_loader, build_train_loader, check_num_classes,
-                          load_datasets, strong_ids_from_cfg)
+from ..data.build import (
+    build_test_loader,
+    build_train_loader,
+    check_num_classes,
+    load_datasets,
+    strong_ids_from_cfg,
+)
 from ..data.coco import DatasetError, DatasetInfo
 from ..evaluation.coco_eval import evaluate
 from ..modeling import build_model
@@ -32,34 +39,47 @@ class NonFiniteLossError(RuntimeError):
 
 
 class CheckpointedExit(Exception):
-    """"Checkpoint now" was honoured at ``iteration``; the process should exit to be resumed."""
+    """ "Checkpoint now" was honoured at ``iteration``; the process should exit to be resumed."""
 
     def __init__(self, iteration: int, path: str):
         super().__init__(f"checkpoint written at iteration {iteration}: {path}")
         self.iteration, self.path = iteration, path
 
 
-def train(cfg, run_dir: str, *, resume: bool) -> dict:
-    """Train ``cfg`` in ``run_dir``; returns the final evaluation results."""
+def train(cfg, run_dir: str, *, resume: bool, after_step: Callable | None = None) -> dict:
+    """Train ``cfg`` in ``run_dir``; returns the final evaluation results.
+
+    ``after_step(iteration, model)``, if given, runs on every rank after each optimizer step.
+    """
     dicts, info = load_datasets(cfg.DATASETS.TRAIN)
     check_num_classes(cfg, info)
+    _seed_everything(cfg.SEED)  # same initial weights on every rank and every run
     model = build_model(cfg, strong_classes=_labels(strong_ids_from_cfg(cfg, info), info))
     optimizer = build_optimizer(cfg, model)
     scheduler = build_lr_scheduler(cfg, optimizer)
-    scaler = torch.amp.GradScaler(model.pixel_mean.device.type, enabled=_amp_dtype(cfg) == torch.float16)
+    scaler = torch.amp.GradScaler(
+        model.pixel_mean.device.type, enabled=_amp_dtype(cfg) == torch.float16
+    )
     ckpt = Checkpointer(os.path.join(run_dir, "models"), cfg.SOLVER.MAX_TO_KEEP)
     start_iter = _resume(ckpt, model, optimizer, scheduler, scaler) if resume else 0
     if start_iter == 0:
-        _seed_everything(cfg.SEED + comm.get_rank())
+        _seed_everything(cfg.SEED + comm.get_rank())  # per-rank randomness (RoI sampling)
         if cfg.MODEL.WEIGHTS:
             load_weights(model, cfg.MODEL.WEIGHTS)
     evaluator = Evaluator(cfg, info, run_dir)
     ddp = _wrap(model)
-    loader = build_train_loader(cfg, dicts, seed=cfg.SEED, rank=comm.get_rank(),
-                                world_size=comm.get_world_size(), start_iter=start_iter)
+    loader = build_train_loader(
+        cfg,
+        dicts,
+        seed=cfg.SEED,
+        rank=comm.get_rank(),
+        world_size=comm.get_world_size(),
+        start_iter=start_iter,
+    )
     max_iter = cfg.SOLVER.MAX_ITER
-    events = EventWriter(run_dir, start_iter=start_iter, max_iter=max_iter,
-                         enabled=comm.is_main_process())
+    events = EventWriter(
+        run_dir, start_iter=start_iter, max_iter=max_iter, enabled=comm.is_main_process()
+    )
     state = lambda it: _state(it, cfg, model, optimizer, scheduler, scaler)  # noqa: E731
     logger.info("Starting training from iteration %d of %d in %s", start_iter, max_iter, run_dir)
     data = iter(loader)
@@ -71,7 +91,10 @@ def train(cfg, run_dir: str, *, resume: bool) -> dict:
             vis = cfg.VIS_PERIOD > 0 and it % cfg.VIS_PERIOD == 0
             with _autocast(cfg, model):
                 losses, extras = ddp(batch, vis=True)
-            nonfinite, stop = comm.any_rank(not _all_finite(losses)), comm.any_rank(preempt.requested())
+            nonfinite, stop = (
+                comm.any_rank(not _all_finite(losses)),
+                comm.any_rank(preempt.requested()),
+            )
             if nonfinite:
                 raise NonFiniteLossError(_nonfinite_message(it, losses))
             optimizer.zero_grad(set_to_none=True)
@@ -81,10 +104,17 @@ def train(cfg, run_dir: str, *, resume: bool) -> dict:
             scaler.step(optimizer)
             scaler.update()
             scheduler.step()
+            if after_step is not None:
+                after_step(it, model)
             scalars = comm.reduce_mean({k: v.item() for k, v in losses.items()})
-            events.log_train(it, scalars, optimizer.param_groups[0]["lr"],
-                             time.perf_counter() - t0, t_data,
-                             console=(it + 1) % cfg.EXP.PRINT_PERIOD == 0 or it == start_iter)
+            events.log_train(
+                it,
+                scalars,
+                optimizer.param_groups[0]["lr"],
+                time.perf_counter() - t0,
+                t_data,
+                console=(it + 1) % cfg.EXP.PRINT_PERIOD == 0 or it == start_iter,
+            )
             for tag, img in roi_triptychs(extras, cfg.EXP.VIS_ROIS) if vis else []:
                 events.log_image(tag, img, it)
             if stop:
@@ -117,8 +147,10 @@ def evaluate_only(cfg, run_dir: str) -> dict:
     elif cfg.MODEL.WEIGHTS:
         load_weights(model, cfg.MODEL.WEIGHTS)
     else:
-        raise CheckpointError(f"nothing to evaluate: no valid checkpoint in {run_dir}/models "
-                              "and MODEL.WEIGHTS is empty")
+        raise CheckpointError(
+            f"nothing to evaluate: no valid checkpoint in {run_dir}/models "
+            "and MODEL.WEIGHTS is empty"
+        )
     return Evaluator(cfg, info, run_dir)(model)
 
 
@@ -136,11 +168,18 @@ class Evaluator:
     def __call__(self, model) -> dict:
         out = {}
         for name, dicts, info, strong in self.sets:
-            loader = build_test_loader(self.cfg, dicts, rank=comm.get_rank(),
-                                       world_size=comm.get_world_size())
+            loader = build_test_loader(
+                self.cfg, dicts, rank=comm.get_rank(), world_size=comm.get_world_size()
+            )
             folder = os.path.join(self.run_dir, "inference", info.name)
-            res = evaluate(model, loader, gt_json=info.json_file, category_ids=info.category_ids,
-                           strong_ids=strong, out_dir=folder if comm.is_main_process() else None)
+            res = evaluate(
+                model,
+                loader,
+                gt_json=info.json_file,
+                category_ids=info.category_ids,
+                strong_ids=strong,
+                out_dir=folder if comm.is_main_process() else None,
+            )
             out.update(res if len(self.sets) == 1 else {f"{name}/{k}": v for k, v in res.items()})
         return out
 
@@ -169,7 +208,9 @@ def _amp_dtype(cfg):
         return None
     dtypes = {"float16": torch.float16, "bfloat16": torch.bfloat16}
     if cfg.SOLVER.AMP.DTYPE not in dtypes:
-        raise ValueError(f"SOLVER.AMP.DTYPE must be float16 or bfloat16, got {cfg.SOLVER.AMP.DTYPE}")
+        raise ValueError(
+            f"SOLVER.AMP.DTYPE must be float16 or bfloat16, got {cfg.SOLVER.AMP.DTYPE}"
+        )
     return dtypes[cfg.SOLVER.AMP.DTYPE]
 
 
@@ -192,11 +233,18 @@ def _nonfinite_message(it: int, losses: dict) -> str:
 def _state(it: int, cfg, model, optimizer, scheduler, scaler) -> dict:
     """Everything needed to continue exactly: weights, solver, RNG of every rank, position."""
     return {
-        "model": model.state_dict(), "optimizer": optimizer.state_dict(),
-        "scheduler": scheduler.state_dict(), "scaler": scaler.state_dict(), "iteration": it,
+        "model": model.state_dict(),
+        "optimizer": optimizer.state_dict(),
+        "scheduler": scheduler.state_dict(),
+        "scaler": scaler.state_dict(),
+        "iteration": it,
         "rng": comm.all_gather_objects(capture_rng()),
-        "meta": {"world_size": comm.get_world_size(), "config": cfg.dump(),
-                 "torch": str(torch.__version__), "time": time.time()},
+        "meta": {
+            "world_size": comm.get_world_size(),
+            "config": cfg.dump(),
+            "torch": str(torch.__version__),
+            "time": time.time(),
+        },
     }
 
 
@@ -216,8 +264,10 @@ def _resume(ckpt: Checkpointer, model, optimizer, scheduler, scaler) -> int:
     path, state = found
     world = comm.get_world_size()
     if state["meta"]["world_size"] != world:
-        raise CheckpointError(f"{path} was written with world size {state['meta']['world_size']}, "
-                              f"this run has {world}; the data order would differ")
+        raise CheckpointError(
+            f"{path} was written with world size {state['meta']['world_size']}, "
+            f"this run has {world}; the data order would differ"
+        )
     model.load_state_dict(state["model"])
     optimizer.load_state_dict(state["optimizer"])
     scheduler.load_state_dict(state["scheduler"])

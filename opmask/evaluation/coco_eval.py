@@ -1,6 +1,7 @@
 """COCO evaluation with the partially supervised split: bbox AP, mask AP, mask AP on the strong
 (mask-supervised) and on the weak (box-only) classes — the paper's headline number — and
 per-class AP. Predictions and results are written under ``inference/`` as JSON."""
+
 from __future__ import annotations
 
 import contextlib
@@ -34,8 +35,12 @@ def predictions_to_coco(output: dict, image_id, category_ids: list[int]) -> list
     results = []
     for i, (box, score, label) in enumerate(zip(boxes, scores, labels)):
         x0, y0, x1, y1 = (float(v) for v in box)
-        entry = {"image_id": image_id, "category_id": category_ids[label - 1],
-                 "bbox": [x0, y0, x1 - x0, y1 - y0], "score": float(score)}
+        entry = {
+            "image_id": image_id,
+            "category_id": category_ids[label - 1],
+            "bbox": [x0, y0, x1 - x0, y1 - y0],
+            "score": float(score),
+        }
         if masks is not None:
             entry["segmentation"] = mask_to_rle(masks[i])
         results.append(entry)
@@ -52,8 +57,12 @@ def run_inference(model, loader, category_ids: list[int]) -> list[dict]:
         for x, out in zip(batch, model(batch)):
             results += predictions_to_coco(out, x["image_id"], category_ids)
         if (i + 1) % 50 == 0:
-            logger.info("Inference %d/%d images, %.3f s/img", i + 1, len(loader),
-                        (time.perf_counter() - start) / (i + 1))
+            logger.info(
+                "Inference %d/%d images, %.3f s/img",
+                i + 1,
+                len(loader),
+                (time.perf_counter() - start) / (i + 1),
+            )
     model.train(was_training)
     return [r for part in comm.all_gather_objects(results) for r in part]
 
@@ -81,7 +90,9 @@ def _per_class_ap(ev: COCOeval | None, gt: COCO) -> dict[str, float]:
     for k, cat_id in enumerate(ev.params.catIds):
         p = precision[:, :, k, 0, -1]
         p = p[p > -1]
-        out[gt.loadCats(int(cat_id))[0]["name"]] = float(np.mean(p) * 100) if p.size else float("nan")
+        out[gt.loadCats(int(cat_id))[0]["name"]] = (
+            float(np.mean(p) * 100) if p.size else float("nan")
+        )
     return out
 
 
@@ -92,8 +103,12 @@ def evaluate_results(gt_json: str, results: list[dict], strong_ids: list[int]) -
         dt = gt.loadRes(results) if results else None
     weak_ids = sorted(set(gt.getCatIds()) - set(strong_ids))
     out, per_class = {}, {}
-    for task, iou, cats in (("bbox", "bbox", None), ("segm", "segm", None),
-                            ("segm_strong", "segm", strong_ids), ("segm_weak", "segm", weak_ids)):
+    for task, iou, cats in (
+        ("bbox", "bbox", None),
+        ("segm", "segm", None),
+        ("segm_strong", "segm", strong_ids),
+        ("segm_weak", "segm", weak_ids),
+    ):
         if task != "bbox" and results and "segmentation" not in results[0]:
             continue
         if cats is not None and not cats:
@@ -113,8 +128,15 @@ def format_table(results: dict) -> str:
     return "\n".join(lines)
 
 
-def evaluate(model, loader, *, gt_json: str, category_ids: list[int], strong_ids: list[int],
-             out_dir: str | None) -> dict:
+def evaluate(
+    model,
+    loader,
+    *,
+    gt_json: str,
+    category_ids: list[int],
+    strong_ids: list[int],
+    out_dir: str | None,
+) -> dict:
     """Run inference, evaluate on the main process, write JSON files, print the table."""
     start = time.perf_counter()
     results = run_inference(model, loader, category_ids)
@@ -124,10 +146,17 @@ def evaluate(model, loader, *, gt_json: str, category_ids: list[int], strong_ids
     metrics["time_seconds"] = {"total": time.perf_counter() - start}
     if out_dir:
         os.makedirs(out_dir, exist_ok=True)
-        atomic_write_bytes(os.path.join(out_dir, "coco_instances_results.json"),
-                           json.dumps(results).encode())
-        atomic_write_bytes(os.path.join(out_dir, "results.json"),
-                           json.dumps(metrics, indent=1, sort_keys=True).encode())
-    logger.info("Evaluation on %s (%d detections):\n%s", gt_json, len(results),
-                format_table({k: v for k, v in metrics.items() if k != "time_seconds"}))
+        atomic_write_bytes(
+            os.path.join(out_dir, "coco_instances_results.json"), json.dumps(results).encode()
+        )
+        atomic_write_bytes(
+            os.path.join(out_dir, "results.json"),
+            json.dumps(metrics, indent=1, sort_keys=True).encode(),
+        )
+    logger.info(
+        "Evaluation on %s (%d detections):\n%s",
+        gt_json,
+        len(results),
+        format_table({k: v for k, v in metrics.items() if k != "time_seconds"}),
+    )
     return metrics

@@ -1,4 +1,5 @@
 """ResNet + FPN (P2-P6) from torchvision's building blocks."""
+
 from __future__ import annotations
 
 from collections import OrderedDict
@@ -20,12 +21,23 @@ class ResNetFPN(nn.Module):
 
     size_divisibility = 32
 
-    def __init__(self, *, depth: int, norm: str = "FrozenBN", freeze_at: int = 2,
-                 out_channels: int = 256, in_features=("res2", "res3", "res4", "res5"),
-                 stride_in_1x1: bool = True):
+    def __init__(
+        self,
+        *,
+        depth: int,
+        norm: str = "FrozenBN",
+        freeze_at: int = 2,
+        out_channels: int = 256,
+        in_features=("res2", "res3", "res4", "res5"),
+        stride_in_1x1: bool = True,
+    ):
         super().__init__()
-        ctor = {18: torchvision.models.resnet18, 34: torchvision.models.resnet34,
-                50: torchvision.models.resnet50, 101: torchvision.models.resnet101}
+        ctor = {
+            18: torchvision.models.resnet18,
+            34: torchvision.models.resnet34,
+            50: torchvision.models.resnet50,
+            101: torchvision.models.resnet101,
+        }
         if depth not in ctor:
             raise ValueError(f"MODEL.RESNETS.DEPTH must be one of {sorted(ctor)}, got {depth}")
         body = ctor[depth](weights=None, norm_layer=partial(_norm_layer, norm))

@@ -1,4 +1,5 @@
 """Box heads on pooled RoI features, and the class/box predictor."""
+
 from __future__ import annotations
 
 import torch
@@ -37,11 +38,15 @@ class CAMBoxHead(nn.Module):
     what the class activation map (the OMP) is computed from.
     """
 
-    def __init__(self, *, in_channels: int, num_conv: int = 4, conv_dim: int = 1024, norm: str = ""):
+    def __init__(
+        self, *, in_channels: int, num_conv: int = 4, conv_dim: int = 1024, norm: str = ""
+    ):
         super().__init__()
         if num_conv < 1:
             raise ValueError("CAMBoxHead needs MODEL.ROI_BOX_HEAD.NUM_CONV >= 1")
-        widths = [in_channels] + [min(in_channels * 2 ** (i + 1), conv_dim) for i in range(num_conv)]
+        widths = [in_channels] + [
+            min(in_channels * 2 ** (i + 1), conv_dim) for i in range(num_conv)
+        ]
         widths[-1] = conv_dim
         self.convs = nn.Sequential(
             *[conv_norm_relu(a, b, norm) for a, b in zip(widths[:-1], widths[1:])]
@@ -54,7 +59,7 @@ class CAMBoxHead(nn.Module):
 
 
 class FastRCNNPredictor(nn.Module):
-    """``cls_score``: K+1 logits (0 = background); ``bbox_pred``: (K+1) * 4 class-specific deltas."""
+    """``cls_score``: K+1 logits (0 = background); ``bbox_pred``: 4(K+1) class-specific deltas."""
 
     def __init__(self, *, in_dim: int, num_classes: int):
         super().__init__()

@@ -1,4 +1,5 @@
 """Config -> model. The only place in ``opmask.modeling`` that reads cfg."""
+
 from __future__ import annotations
 
 from typing import Sequence
@@ -24,9 +25,12 @@ def _strides(names: Sequence[str]) -> list[int]:
 def _pooler(head_cfg, in_features) -> ROIPooler:
     if head_cfg.POOLER_TYPE not in ("ROIAlignV2", "ROIAlign"):
         raise ValueError(f"POOLER_TYPE must be ROIAlignV2 or ROIAlign, got {head_cfg.POOLER_TYPE}")
-    return ROIPooler(output_size=head_cfg.POOLER_RESOLUTION, strides=_strides(in_features),
-                     sampling_ratio=head_cfg.POOLER_SAMPLING_RATIO,
-                     aligned=head_cfg.POOLER_TYPE == "ROIAlignV2")
+    return ROIPooler(
+        output_size=head_cfg.POOLER_RESOLUTION,
+        strides=_strides(in_features),
+        sampling_ratio=head_cfg.POOLER_SAMPLING_RATIO,
+        aligned=head_cfg.POOLER_TYPE == "ROIAlignV2",
+    )
 
 
 def build_rpn(cfg, channels: int) -> nn.Module:
@@ -38,9 +42,12 @@ def build_rpn(cfg, channels: int) -> nn.Module:
     ratios = [tuple(a) for a in (ratios if len(ratios) == n else ratios * n)]
     anchors = AnchorGenerator(tuple(sizes), tuple(ratios))
     return RegionProposalNetwork(
-        anchors, RPNHead(channels, anchors.num_anchors_per_location()[0]),
-        fg_iou_thresh=r.IOU_THRESHOLDS[1], bg_iou_thresh=r.IOU_THRESHOLDS[0],
-        batch_size_per_image=r.BATCH_SIZE_PER_IMAGE, positive_fraction=r.POSITIVE_FRACTION,
+        anchors,
+        RPNHead(channels, anchors.num_anchors_per_location()[0]),
+        fg_iou_thresh=r.IOU_THRESHOLDS[1],
+        bg_iou_thresh=r.IOU_THRESHOLDS[0],
+        batch_size_per_image=r.BATCH_SIZE_PER_IMAGE,
+        positive_fraction=r.POSITIVE_FRACTION,
         pre_nms_top_n={"training": r.PRE_NMS_TOPK_TRAIN, "testing": r.PRE_NMS_TOPK_TEST},
         post_nms_top_n={"training": r.POST_NMS_TOPK_TRAIN, "testing": r.POST_NMS_TOPK_TEST},
         nms_thresh=r.NMS_THRESH,
@@ -50,13 +57,15 @@ def build_rpn(cfg, channels: int) -> nn.Module:
 def build_box_head(cfg, channels: int) -> nn.Module:
     b = cfg.MODEL.ROI_BOX_HEAD
     if b.NAME == "CAMBoxHead":
-        return CAMBoxHead(in_channels=channels, num_conv=b.NUM_CONV, conv_dim=b.CONV_DIM,
-                          norm=b.NORM)
+        return CAMBoxHead(
+            in_channels=channels, num_conv=b.NUM_CONV, conv_dim=b.CONV_DIM, norm=b.NORM
+        )
     if b.NAME == "FastRCNNConvFCHead":
         if b.NUM_CONV:
             raise ValueError("FastRCNNConvFCHead: only NUM_CONV 0 is supported")
-        return FastRCNNConvFCHead(in_channels=channels, resolution=b.POOLER_RESOLUTION,
-                                  num_fc=b.NUM_FC, fc_dim=b.FC_DIM)
+        return FastRCNNConvFCHead(
+            in_channels=channels, resolution=b.POOLER_RESOLUTION, num_fc=b.NUM_FC, fc_dim=b.FC_DIM
+        )
     raise ValueError(f"MODEL.ROI_BOX_HEAD.NAME {b.NAME!r}: use CAMBoxHead or FastRCNNConvFCHead")
 
 
@@ -69,8 +78,13 @@ def build_mask_head(cfg, channels: int) -> nn.Module:
         raise ValueError("MODEL.ROI_MASK_HEAD.CLS_AGNOSTIC_MASK must be True (partial supervision)")
     if m.NAME == "CAMMaskHead" and cfg.MODEL.ROI_BOX_HEAD.NAME != "CAMBoxHead":
         raise ValueError("CAMMaskHead needs MODEL.ROI_BOX_HEAD.NAME CAMBoxHead (the OMP source)")
-    return classes[m.NAME](in_channels=channels, num_conv=m.NUM_CONV, conv_dim=m.CONV_DIM,
-                           num_conv_up=m.NUM_CONV_UP, norm=m.NORM)
+    return classes[m.NAME](
+        in_channels=channels,
+        num_conv=m.NUM_CONV,
+        conv_dim=m.CONV_DIM,
+        num_conv_up=m.NUM_CONV_UP,
+        norm=m.NORM,
+    )
 
 
 def resolve_device(name: str) -> torch.device:
@@ -90,25 +104,39 @@ def build_model(cfg, strong_classes: Sequence[int] | None = None) -> OPMask:
         raise ValueError(f"MODEL.ROI_HEADS.NAME {m.ROI_HEADS.NAME!r}: use one of {ROI_HEADS_NAMES}")
     if m.ROI_BOX_HEAD.CLS_AGNOSTIC_BBOX_REG:
         raise ValueError("MODEL.ROI_BOX_HEAD.CLS_AGNOSTIC_BBOX_REG True is not supported")
-    backbone = ResNetFPN(depth=m.RESNETS.DEPTH, norm=m.RESNETS.NORM, freeze_at=m.BACKBONE.FREEZE_AT,
-                         out_channels=m.FPN.OUT_CHANNELS, in_features=m.FPN.IN_FEATURES,
-                         stride_in_1x1=m.RESNETS.STRIDE_IN_1X1)
+    backbone = ResNetFPN(
+        depth=m.RESNETS.DEPTH,
+        norm=m.RESNETS.NORM,
+        freeze_at=m.BACKBONE.FREEZE_AT,
+        out_channels=m.FPN.OUT_CHANNELS,
+        in_features=m.FPN.IN_FEATURES,
+        stride_in_1x1=m.RESNETS.STRIDE_IN_1X1,
+    )
     ch, k = m.FPN.OUT_CHANNELS, m.ROI_HEADS.NUM_CLASSES
     box_head = build_box_head(cfg, ch)
     model = OPMask(
-        backbone=backbone, rpn=build_rpn(cfg, ch),
-        box_pooler=_pooler(m.ROI_BOX_HEAD, m.ROI_HEADS.IN_FEATURES), box_head=box_head,
+        backbone=backbone,
+        rpn=build_rpn(cfg, ch),
+        box_pooler=_pooler(m.ROI_BOX_HEAD, m.ROI_HEADS.IN_FEATURES),
+        box_head=box_head,
         box_predictor=FastRCNNPredictor(in_dim=box_head.out_dim, num_classes=k),
         mask_pooler=_pooler(m.ROI_MASK_HEAD, m.ROI_HEADS.IN_FEATURES) if m.MASK_ON else None,
         mask_head=build_mask_head(cfg, ch) if m.MASK_ON else None,
-        roi_sampler=RoISampler(iou_thresh=m.ROI_HEADS.IOU_THRESHOLDS[0],
-                               batch_size=m.ROI_HEADS.BATCH_SIZE_PER_IMAGE,
-                               positive_fraction=m.ROI_HEADS.POSITIVE_FRACTION),
+        roi_sampler=RoISampler(
+            iou_thresh=m.ROI_HEADS.IOU_THRESHOLDS[0],
+            batch_size=m.ROI_HEADS.BATCH_SIZE_PER_IMAGE,
+            positive_fraction=m.ROI_HEADS.POSITIVE_FRACTION,
+        ),
         box_coder=BoxCoder(tuple(m.ROI_BOX_HEAD.BBOX_REG_WEIGHTS)),
         strong_classes=range(1, k + 1) if strong_classes is None else strong_classes,
-        num_classes=k, pixel_mean=m.PIXEL_MEAN, pixel_std=m.PIXEL_STD,
-        rpn_features=m.RPN.IN_FEATURES, roi_features=m.ROI_HEADS.IN_FEATURES,
-        smooth_l1_beta=m.ROI_BOX_HEAD.SMOOTH_L1_BETA, score_thresh=m.ROI_HEADS.SCORE_THRESH_TEST,
-        nms_thresh=m.ROI_HEADS.NMS_THRESH_TEST, detections_per_img=cfg.TEST.DETECTIONS_PER_IMAGE,
+        num_classes=k,
+        pixel_mean=m.PIXEL_MEAN,
+        pixel_std=m.PIXEL_STD,
+        rpn_features=m.RPN.IN_FEATURES,
+        roi_features=m.ROI_HEADS.IN_FEATURES,
+        smooth_l1_beta=m.ROI_BOX_HEAD.SMOOTH_L1_BETA,
+        score_thresh=m.ROI_HEADS.SCORE_THRESH_TEST,
+        nms_thresh=m.ROI_HEADS.NMS_THRESH_TEST,
+        detections_per_img=cfg.TEST.DETECTIONS_PER_IMAGE,
     )
     return model.to(resolve_device(m.DEVICE))

@@ -1,12 +1,18 @@
 """Losses of the RoI heads. Returned, never logged here."""
+
 from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
 
 
-def fast_rcnn_losses(class_logits: torch.Tensor, box_deltas: torch.Tensor, labels: torch.Tensor,
-                     target_deltas: torch.Tensor, beta: float = 0.0) -> dict[str, torch.Tensor]:
+def fast_rcnn_losses(
+    class_logits: torch.Tensor,
+    box_deltas: torch.Tensor,
+    labels: torch.Tensor,
+    target_deltas: torch.Tensor,
+    beta: float = 0.0,
+) -> dict[str, torch.Tensor]:
     """Softmax CE over K+1 classes and class-specific box regression on foreground RoIs.
 
     Args:
@@ -24,8 +30,9 @@ def fast_rcnn_losses(class_logits: torch.Tensor, box_deltas: torch.Tensor, label
     return {"loss_cls": loss_cls, "loss_box_reg": reg / max(1, labels.numel())}
 
 
-def partially_supervised_mask_loss(mask_logits: torch.Tensor, gt_masks: torch.Tensor,
-                                   supervised: torch.Tensor) -> torch.Tensor:
+def partially_supervised_mask_loss(
+    mask_logits: torch.Tensor, gt_masks: torch.Tensor, supervised: torch.Tensor
+) -> torch.Tensor:
     """Per-pixel BCE averaged over the RoIs whose class has mask supervision.
 
     Args:

@@ -1,4 +1,5 @@
 """Class-agnostic mask heads: convs, 2x upsampling, one output channel."""
+
 from __future__ import annotations
 
 import torch
@@ -8,13 +9,20 @@ from .norm import conv_norm_relu
 
 
 class MaskRCNNConvUpsampleHead(nn.Module):
-    """NUM_CONV x (3x3 conv + norm + ReLU), NUM_CONV_UP x (2x2 stride-2 deconv + ReLU), 1x1 predictor.
+    """NUM_CONV x (3x3 conv + norm + ReLU), NUM_CONV_UP x (2x2 stride-2 deconv + ReLU), 1x1 conv.
 
     Input (N, C, 14, 14); output mask logits (N, 1, 28, 28) for one deconv.
     """
 
-    def __init__(self, *, in_channels: int, num_conv: int = 4, conv_dim: int = 256,
-                 num_conv_up: int = 1, norm: str = ""):
+    def __init__(
+        self,
+        *,
+        in_channels: int,
+        num_conv: int = 4,
+        conv_dim: int = 256,
+        num_conv_up: int = 1,
+        norm: str = "",
+    ):
         super().__init__()
         widths = [in_channels] + [conv_dim] * num_conv
         layers = [conv_norm_relu(a, b, norm) for a, b in zip(widths[:-1], widths[1:])]

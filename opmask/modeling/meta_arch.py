@@ -1,4 +1,5 @@
-"""The detector: Mask R-CNN with an optional object mask prior (OPMask) between box and mask head."""
+"""The detector: Mask R-CNN with an optional object mask prior (OPMask) between box and mask."""
+
 from __future__ import annotations
 
 from typing import Sequence
@@ -26,13 +27,29 @@ class OPMask(nn.Module):
     (D, 1, height, width) probabilities.
     """
 
-    def __init__(self, *, backbone: nn.Module, rpn: nn.Module, box_pooler: nn.Module,
-                 box_head: nn.Module, box_predictor: nn.Module, mask_pooler: nn.Module | None,
-                 mask_head: nn.Module | None, roi_sampler: RoISampler, box_coder: BoxCoder,
-                 strong_classes: Sequence[int], num_classes: int, pixel_mean: Sequence[float],
-                 pixel_std: Sequence[float], rpn_features: Sequence[str],
-                 roi_features: Sequence[str], smooth_l1_beta: float,
-                 score_thresh: float, nms_thresh: float, detections_per_img: int):
+    def __init__(
+        self,
+        *,
+        backbone: nn.Module,
+        rpn: nn.Module,
+        box_pooler: nn.Module,
+        box_head: nn.Module,
+        box_predictor: nn.Module,
+        mask_pooler: nn.Module | None,
+        mask_head: nn.Module | None,
+        roi_sampler: RoISampler,
+        box_coder: BoxCoder,
+        strong_classes: Sequence[int],
+        num_classes: int,
+        pixel_mean: Sequence[float],
+        pixel_std: Sequence[float],
+        rpn_features: Sequence[str],
+        roi_features: Sequence[str],
+        smooth_l1_beta: float,
+        score_thresh: float,
+        nms_thresh: float,
+        detections_per_img: int,
+    ):
         super().__init__()
         self.backbone, self.rpn = backbone, rpn
         self.box_pooler, self.box_head, self.box_predictor = box_pooler, box_head, box_predictor
@@ -53,8 +70,12 @@ class OPMask(nn.Module):
     def forward(self, batched_inputs: list[dict], vis: bool = False):
         images = self.preprocess(batched_inputs)
         features = self.backbone(images.tensors)  # p2..p6, each (B, C, H/s, W/s)
-        targets = [self._to_device(x["instances"]) for x in batched_inputs] if self.training else None
-        proposals, rpn_losses = self.rpn(images, {f: features[f] for f in self.rpn_features}, targets)
+        targets = (
+            [self._to_device(x["instances"]) for x in batched_inputs] if self.training else None
+        )
+        proposals, rpn_losses = self.rpn(
+            images, {f: features[f] for f in self.rpn_features}, targets
+        )
         roi_feats = [features[f] for f in self.roi_features]
         if not self.training:
             return self.inference(roi_feats, proposals, images.image_sizes, batched_inputs)
@@ -66,10 +87,17 @@ class OPMask(nn.Module):
     def _forward_train(self, roi_feats, proposals, targets) -> tuple[dict, dict]:
         """Box and partially supervised mask losses on sampled RoIs; extras for visualisation."""
         samples = self.roi_sampler(proposals, targets)
-        box_maps, class_logits, box_deltas = self._forward_box(roi_feats, [s.boxes for s in samples])
+        box_maps, class_logits, box_deltas = self._forward_box(
+            roi_feats, [s.boxes for s in samples]
+        )
         labels = torch.cat([s.labels for s in samples])  # (R,)
-        losses = fast_rcnn_losses(class_logits, box_deltas, labels,
-                                  box_targets(samples, targets, self.box_coder), self.smooth_l1_beta)
+        losses = fast_rcnn_losses(
+            class_logits,
+            box_deltas,
+            labels,
+            box_targets(samples, targets, self.box_coder),
+            self.smooth_l1_beta,
+        )
         if self.mask_head is None:
             return losses, {}
         fg = labels > 0
@@ -78,16 +106,23 @@ class OPMask(nn.Module):
         gt, has_mask = mask_targets(samples, targets, mask_logits.shape[-1])
         supervised = self.strong[labels[fg]] & has_mask
         losses["loss_mask"] = partially_supervised_mask_loss(mask_logits, gt, supervised)
-        extras = {"prior": prior, "mask": mask_logits.detach().sigmoid(), "gt": gt,
-                  "labels": labels[fg], "supervised": supervised}
+        extras = {
+            "prior": prior,
+            "mask": mask_logits.detach().sigmoid(),
+            "gt": gt,
+            "labels": labels[fg],
+            "supervised": supervised,
+        }
         return losses, extras
 
     # ------------------------------------------------------------------ stages
     def preprocess(self, batched_inputs: list[dict]) -> ImageList:
         """Normalise and pad to a multiple of the backbone's stride: (B, 3, H', W')."""
         div = self.backbone.size_divisibility
-        imgs = [(x["image"].to(self.pixel_mean.device) - self.pixel_mean) / self.pixel_std
-                for x in batched_inputs]
+        imgs = [
+            (x["image"].to(self.pixel_mean.device) - self.pixel_mean) / self.pixel_std
+            for x in batched_inputs
+        ]
         h = max(i.shape[1] for i in imgs)
         w = max(i.shape[2] for i in imgs)
         h, w = -(-h // div) * div, -(-w // div) * div
@@ -97,7 +132,7 @@ class OPMask(nn.Module):
         return ImageList(batch, [tuple(i.shape[1:]) for i in imgs])
 
     def _forward_box(self, roi_feats, boxes: list[torch.Tensor]):
-        """Returns box-head maps (N, C', 7, 7) or None, class logits (N, K+1), deltas (N, 4(K+1))."""
+        """Box-head maps (N, C', 7, 7) or None, class logits (N, K+1), deltas (N, 4(K+1))."""
         maps, pooled = self.box_head(self.box_pooler(roi_feats, boxes))
         class_logits, box_deltas = self.box_predictor(pooled)
         return maps, class_logits, box_deltas
@@ -106,8 +141,12 @@ class OPMask(nn.Module):
         """The OMP (N, 1, M, M) of the selected RoIs (mask or index ``rows``), or None."""
         if not self.use_prior:
             return None
-        return object_mask_prior(box_maps[rows], self.box_predictor.cls_score.weight, classes,
-                                 self.mask_pooler.output_size)
+        return object_mask_prior(
+            box_maps[rows],
+            self.box_predictor.cls_score.weight,
+            classes,
+            self.mask_pooler.output_size,
+        )
 
     def _forward_mask(self, roi_feats, boxes: list[torch.Tensor], prior) -> torch.Tensor:
         x = self.mask_pooler(roi_feats, boxes)  # (N, 256, 14, 14)
@@ -117,8 +156,13 @@ class OPMask(nn.Module):
     def inference(self, roi_feats, proposals, image_sizes, batched_inputs) -> list[dict]:
         box_maps, class_logits, box_deltas = self._forward_box(roi_feats, proposals)
         dets = detections_with_sources(
-            class_logits, box_deltas, proposals, image_sizes, self.box_coder,
-            score_thresh=self.score_thresh, nms_thresh=self.nms_thresh,
+            class_logits,
+            box_deltas,
+            proposals,
+            image_sizes,
+            self.box_coder,
+            score_thresh=self.score_thresh,
+            nms_thresh=self.nms_thresh,
             detections_per_img=self.detections_per_img,
         )
         if self.mask_head is not None:
@@ -128,22 +172,30 @@ class OPMask(nn.Module):
             probs = self._forward_mask(roi_feats, [d["boxes"] for d in dets], prior).sigmoid()
             for d, p in zip(dets, probs.split([len(d["boxes"]) for d in dets])):
                 d["mask_probs"] = p
-        return [self._to_original(d, size, x) for d, size, x in zip(dets, image_sizes, batched_inputs)]
+        return [
+            self._to_original(d, size, x) for d, size, x in zip(dets, image_sizes, batched_inputs)
+        ]
 
     @staticmethod
     def _to_original(det: dict, size, x: dict) -> dict:
         """Rescale boxes to the original image and paste masks at its resolution."""
         h, w = x.get("height", size[0]), x.get("width", size[1])
         scale = det["boxes"].new_tensor([w / size[1], h / size[0], w / size[1], h / size[0]])
-        out = {"boxes": det["boxes"] * scale, "scores": det["scores"], "labels": det["labels"],
-               "sources": det["sources"]}
+        out = {
+            "boxes": det["boxes"] * scale,
+            "scores": det["scores"],
+            "labels": det["labels"],
+            "sources": det["sources"],
+        }
         if "mask_probs" in det:
             probs = det["mask_probs"].float()
-            out["masks"] = (paste_masks_in_image(probs, out["boxes"], (h, w), padding=1)
-                            if len(probs) else probs.new_zeros((0, 1, h, w)))
+            out["masks"] = (
+                paste_masks_in_image(probs, out["boxes"], (h, w), padding=1)
+                if len(probs)
+                else probs.new_zeros((0, 1, h, w))
+            )
         return out
 
     def _to_device(self, inst: dict) -> dict:
         dev = self.pixel_mean.device
         return {k: v.to(dev) for k, v in inst.items()}
-

@@ -1,4 +1,5 @@
 """Norm layers by name: "", BN, SyncBN, GN, FrozenBN."""
+
 from __future__ import annotations
 
 import torch

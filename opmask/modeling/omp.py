@@ -1,12 +1,14 @@
 """The object mask prior (OMP): the paper's idea in one pure function."""
+
 from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
 
 
-def object_mask_prior(box_maps: torch.Tensor, cls_weight: torch.Tensor, classes: torch.Tensor,
-                      size: int = 14) -> torch.Tensor:
+def object_mask_prior(
+    box_maps: torch.Tensor, cls_weight: torch.Tensor, classes: torch.Tensor, size: int = 14
+) -> torch.Tensor:
     """Class activation map of each RoI, min-max normalised and resized to the mask resolution.
 
     Args:

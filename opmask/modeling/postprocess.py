@@ -1,4 +1,5 @@
 """Inference bookkeeping: detections that remember the proposal they came from."""
+
 from __future__ import annotations
 
 import torch
@@ -42,6 +43,12 @@ def detections_with_sources(
         keep = keep[box_ops.remove_small_boxes(boxes[keep], min_size=1e-2)]
         keep = keep[box_ops.batched_nms(boxes[keep], scores[keep], labels[keep], nms_thresh)]
         keep = keep[:detections_per_img]
-        results.append({"boxes": boxes[keep], "scores": scores[keep], "labels": labels[keep],
-                        "sources": sources[keep]})
+        results.append(
+            {
+                "boxes": boxes[keep],
+                "scores": scores[keep],
+                "labels": labels[keep],
+                "sources": sources[keep],
+            }
+        )
     return results

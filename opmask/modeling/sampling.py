@@ -1,4 +1,5 @@
 """Training targets for the RoI heads: match proposals to GT, sample, encode, crop masks."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -11,7 +12,7 @@ from .tv_adapter import BalancedPositiveNegativeSampler, BoxCoder, Matcher
 
 @dataclass
 class RoISample:
-    """Sampled RoIs of one image. ``gt_index`` is the matched GT instance (valid where label > 0)."""
+    """Sampled RoIs of one image; ``gt_index``: the matched GT instance (valid where label > 0)."""
 
     boxes: torch.Tensor  # (R, 4)
     labels: torch.Tensor  # (R,) 0 = background
@@ -52,8 +53,9 @@ class RoISampler:
 
 def box_targets(samples: list[RoISample], targets: list[dict], coder: BoxCoder) -> torch.Tensor:
     """(sum R, 4) regression targets of every sampled RoI towards its matched GT box."""
-    matched = [t["boxes"][s.gt_index] if len(t["boxes"]) else s.boxes
-               for s, t in zip(samples, targets)]
+    matched = [
+        t["boxes"][s.gt_index] if len(t["boxes"]) else s.boxes for s, t in zip(samples, targets)
+    ]
     return torch.cat(coder.encode(matched, [s.boxes for s in samples]))
 
 
@@ -71,5 +73,7 @@ def mask_targets(samples: list[RoISample], targets: list[dict], size: int):
         has_mask.append(t["has_mask"][gt])
     if not crops:
         dev = samples[0].boxes.device
-        return torch.zeros((0, size, size), device=dev), torch.zeros(0, dtype=torch.bool, device=dev)
+        return torch.zeros((0, size, size), device=dev), torch.zeros(
+            0, dtype=torch.bool, device=dev
+        )
     return torch.cat(crops).float(), torch.cat(has_mask)

@@ -3,6 +3,7 @@
 Pinned and covered by ``tests/modeling/test_tv_adapter.py``: when torchvision moves these, only
 this file and that test change.
 """
+
 from torchvision.models.detection import _utils as _det_utils
 from torchvision.models.detection.anchor_utils import AnchorGenerator
 from torchvision.models.detection.backbone_utils import BackboneWithFPN
@@ -17,7 +18,15 @@ BalancedPositiveNegativeSampler = _det_utils.BalancedPositiveNegativeSampler
 BoxCoder = _det_utils.BoxCoder
 
 __all__ = [
-    "AnchorGenerator", "BackboneWithFPN", "BalancedPositiveNegativeSampler", "BoxCoder",
-    "FrozenBatchNorm2d", "ImageList", "LastLevelMaxPool", "Matcher", "RPNHead",
-    "RegionProposalNetwork", "paste_masks_in_image",
+    "AnchorGenerator",
+    "BackboneWithFPN",
+    "BalancedPositiveNegativeSampler",
+    "BoxCoder",
+    "FrozenBatchNorm2d",
+    "ImageList",
+    "LastLevelMaxPool",
+    "Matcher",
+    "RPNHead",
+    "RegionProposalNetwork",
+    "paste_masks_in_image",
 ]

@@ -6,6 +6,7 @@
   Detectron2 module names (``res2.0.conv1.weight``); read with an unpickler that only rebuilds
   numpy arrays and plain containers.
 """
+
 from __future__ import annotations
 
 import logging
@@ -29,9 +30,13 @@ class UnsafeWeightsError(ValueError):
 
 
 _ALLOWED_GLOBALS = {
-    ("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct"),
-    ("numpy.core.multiarray", "scalar"), ("numpy._core.multiarray", "scalar"),
-    ("numpy", "ndarray"), ("numpy", "dtype"), ("collections", "OrderedDict"),
+    ("numpy.core.multiarray", "_reconstruct"),
+    ("numpy._core.multiarray", "_reconstruct"),
+    ("numpy.core.multiarray", "scalar"),
+    ("numpy._core.multiarray", "scalar"),
+    ("numpy", "ndarray"),
+    ("numpy", "dtype"),
+    ("collections", "OrderedDict"),
 }
 
 
@@ -141,8 +146,10 @@ def load_weights(model: nn.Module, path: str) -> LoadReport:
             continue
         tensor = torch.as_tensor(np.asarray(value)) if kind == "pkl" else value
         if tuple(tensor.shape) != tuple(own[target].shape):
-            raise ValueError(f"{path}: {key} has shape {tuple(tensor.shape)}, model's {target} "
-                             f"has {tuple(own[target].shape)}")
+            raise ValueError(
+                f"{path}: {key} has shape {tuple(tensor.shape)}, model's {target} "
+                f"has {tuple(own[target].shape)}"
+            )
         own[target].copy_(tensor)
         report.loaded.append(target)
     body_keys = [k for k in own if k.startswith(BODY) and "num_batches_tracked" not in k]

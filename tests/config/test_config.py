@@ -11,8 +11,14 @@ ALL_CONFIGS = sorted(glob.glob(os.path.join(REPO, "configs", "**", "*.yaml"), re
 
 def test_all_paper_configs_present():
     names = {os.path.basename(p) for p in ALL_CONFIGS}
-    for n in ["Base-RCNN-FPN.yaml", "opmask_R50_FPN_130k.yaml", "opmask_R50_FPN_1x.yaml",
-              "opmask_R50_FPN_3x.yaml", "opmask_R101_FPN_130k.yaml", "opmask_R101_FPN_3x.yaml"]:
+    for n in [
+        "Base-RCNN-FPN.yaml",
+        "opmask_R50_FPN_130k.yaml",
+        "opmask_R50_FPN_1x.yaml",
+        "opmask_R50_FPN_3x.yaml",
+        "opmask_R101_FPN_130k.yaml",
+        "opmask_R101_FPN_3x.yaml",
+    ]:
         assert n in names
 
 
@@ -36,11 +42,15 @@ def test_paper_values():
 
 def test_original_opmask_names_are_accepted(tmp_path):
     f = tmp_path / "orig.yaml"
-    f.write_text('MODEL:\n  ROI_BOX_HEAD:\n    NAME: "CAMBoxHeadConv"\n'
-                 '  ROI_MASK_HEAD:\n    NAME: "CamMaskHead"\n')
+    f.write_text(
+        'MODEL:\n  ROI_BOX_HEAD:\n    NAME: "CAMBoxHeadConv"\n'
+        '  ROI_MASK_HEAD:\n    NAME: "CamMaskHead"\n'
+    )
     cfg = load_config(str(f))
-    assert (cfg.MODEL.ROI_BOX_HEAD.NAME, cfg.MODEL.ROI_MASK_HEAD.NAME) == ("CAMBoxHead",
-                                                                          "CAMMaskHead")
+    assert (cfg.MODEL.ROI_BOX_HEAD.NAME, cfg.MODEL.ROI_MASK_HEAD.NAME) == (
+        "CAMBoxHead",
+        "CAMMaskHead",
+    )
 
 
 def test_unknown_key_in_base_file_names_key_file_and_closest(tmp_path):
@@ -53,8 +63,11 @@ def test_unknown_key_in_base_file_names_key_file_and_closest(tmp_path):
 
 
 def test_unknown_override_names_closest_key():
-    with pytest.raises(ConfigError, match=r"command line: unknown config key MODEL\.ROI_HEAD"
-                                          r"\.NUM_CLASSES; did you mean MODEL\.ROI_HEADS\.NUM_CLASSES"):
+    with pytest.raises(
+        ConfigError,
+        match=r"command line: unknown config key MODEL\.ROI_HEAD"
+        r"\.NUM_CLASSES; did you mean MODEL\.ROI_HEADS\.NUM_CLASSES",
+    ):
         load_config(None, ["MODEL.ROI_HEAD.NUM_CLASSES", "3"])
 
 

@@ -15,9 +15,13 @@ def _write(tmp_path, images, annotations, categories=None, name="ann.json"):
     (tmp_path / "img").mkdir(exist_ok=True)
     for im in images:
         Image.fromarray(np.zeros((im["height"], im["width"], 3), np.uint8)).save(
-            tmp_path / "img" / im["file_name"])
-    data = {"images": images, "annotations": annotations,
-            "categories": categories or [{"id": 3, "name": "a"}, {"id": 7, "name": "b"}]}
+            tmp_path / "img" / im["file_name"]
+        )
+    data = {
+        "images": images,
+        "annotations": annotations,
+        "categories": categories or [{"id": 3, "name": "a"}, {"id": 7, "name": "b"}],
+    }
     (tmp_path / name).write_text(json.dumps(data))
     return str(tmp_path / name), str(tmp_path / "img")
 
@@ -31,20 +35,35 @@ def test_polygon_and_rle_decoding_match_pycocotools(tmp_path):
     m = (rng.random((40, 50)) > 0.7).astype(np.uint8)
     uncompressed = {"size": [40, 50], "counts": mask_util.encode(np.asfortranarray(m))["counts"]}
     anns = [
-        {"id": 1, "image_id": 1, "category_id": 3, "bbox": [5, 5, 20, 10], "iscrowd": 0,
-         "segmentation": [[5.5, 5.2, 25.1, 6.0, 20.7, 15.3, 7.0, 14.9], [30, 30, 40, 30, 35, 38]]},
-        {"id": 2, "image_id": 1, "category_id": 7, "bbox": [0, 0, 50, 40], "iscrowd": 0,
-         "segmentation": mask_to_rle(m)},
+        {
+            "id": 1,
+            "image_id": 1,
+            "category_id": 3,
+            "bbox": [5, 5, 20, 10],
+            "iscrowd": 0,
+            "segmentation": [
+                [5.5, 5.2, 25.1, 6.0, 20.7, 15.3, 7.0, 14.9],
+                [30, 30, 40, 30, 35, 38],
+            ],
+        },
+        {
+            "id": 2,
+            "image_id": 1,
+            "category_id": 7,
+            "bbox": [0, 0, 50, 40],
+            "iscrowd": 0,
+            "segmentation": mask_to_rle(m),
+        },
     ]
     json_file, root = _write(tmp_path, [_img()], anns)
     coco = COCO(json_file)
     for a in coco.anns.values():
         assert np.array_equal(segm_to_mask(a["segmentation"], 40, 50), coco.annToMask(a))
     # uncompressed RLE (counts as a list of run lengths, as COCO's crowd annotations have)
-    rle_list = mask_util.frPyObjects(
-        {"size": [40, 50], "counts": _runs(m)}, 40, 50)
-    assert np.array_equal(segm_to_mask({"size": [40, 50], "counts": _runs(m)}, 40, 50),
-                          mask_util.decode(rle_list))
+    rle_list = mask_util.frPyObjects({"size": [40, 50], "counts": _runs(m)}, 40, 50)
+    assert np.array_equal(
+        segm_to_mask({"size": [40, 50], "counts": _runs(m)}, 40, 50), mask_util.decode(rle_list)
+    )
     assert uncompressed["size"] == [40, 50]
 
 
@@ -61,22 +80,49 @@ def _runs(m):
 
 def test_contiguous_ids_crowd_and_degenerates(tmp_path, caplog):
     anns = [
-        {"id": 1, "image_id": 1, "category_id": 7, "bbox": [1, 2, 3, 4],
-         "segmentation": [[1, 2, 4, 2, 4, 6]], "iscrowd": 0},
-        {"id": 2, "image_id": 1, "category_id": 3, "bbox": [1, 2, 0, 4], "segmentation": [],
-         "iscrowd": 0},
-        {"id": 3, "image_id": 1, "category_id": 3, "bbox": [1, 2, 3, 4],
-         "segmentation": [[1, 2, 3, 4]], "iscrowd": 0},
-        {"id": 4, "image_id": 1, "category_id": 3, "bbox": [0, 0, 9, 9],
-         "segmentation": mask_to_rle(np.ones((40, 50), np.uint8)), "iscrowd": 1},
+        {
+            "id": 1,
+            "image_id": 1,
+            "category_id": 7,
+            "bbox": [1, 2, 3, 4],
+            "segmentation": [[1, 2, 4, 2, 4, 6]],
+            "iscrowd": 0,
+        },
+        {
+            "id": 2,
+            "image_id": 1,
+            "category_id": 3,
+            "bbox": [1, 2, 0, 4],
+            "segmentation": [],
+            "iscrowd": 0,
+        },
+        {
+            "id": 3,
+            "image_id": 1,
+            "category_id": 3,
+            "bbox": [1, 2, 3, 4],
+            "segmentation": [[1, 2, 3, 4]],
+            "iscrowd": 0,
+        },
+        {
+            "id": 4,
+            "image_id": 1,
+            "category_id": 3,
+            "bbox": [0, 0, 9, 9],
+            "segmentation": mask_to_rle(np.ones((40, 50), np.uint8)),
+            "iscrowd": 1,
+        },
     ]
     json_file, root = _write(tmp_path, [_img()], anns)
     dicts, info = load_coco_json(json_file, root, "t")
     annos = dicts[0]["annotations"]
     assert [a["category_id"] for a in annos] == [1, 0]  # id 7 -> 1, id 3 -> 0
     assert annos[0]["bbox"] == [1.0, 2.0, 4.0, 6.0] and annos[1]["iscrowd"] == 1
-    assert info.dropped == {"degenerate box": 1, "degenerate polygon": 1,
-                            "annotation without valid polygon": 1}
+    assert info.dropped == {
+        "degenerate box": 1,
+        "degenerate polygon": 1,
+        "annotation without valid polygon": 1,
+    }
     assert "dropped" in caplog.text
 
 

@@ -1,9 +1,9 @@
 """End to end through ``opmask-train`` on the tiny synthetic dataset (real files, real readers)."""
+
 from __future__ import annotations
 
 import json
 import math
-import os
 import socket
 import subprocess
 import sys
@@ -18,8 +18,16 @@ LOSSES = ["loss_cls", "loss_box_reg", "loss_mask", "loss_rpn_cls", "loss_rpn_loc
 
 
 def train_args(out_dir, *flags, opts=()):
-    return ["opmask.cli.train", "--config-file", SHAPES_OPMASK, "--output-dir", str(out_dir),
-            *flags, *TINY, *opts]
+    return [
+        "opmask.cli.train",
+        "--config-file",
+        SHAPES_OPMASK,
+        "--output-dir",
+        str(out_dir),
+        *flags,
+        *TINY,
+        *opts,
+    ]
 
 
 @pytest.fixture(scope="module")
@@ -62,8 +70,17 @@ def test_tensorboard_reader_sees_scalars_and_omp_images(tiny_run):
     acc = EventAccumulator(str(tiny_run[0] / "tensorboard"), size_guidance={"images": 0})
     acc.Reload()
     scalars = set(acc.Tags()["scalars"])
-    assert {"total_loss", "lr", "time", "data_time", "bbox/AP", "segm/AP", "segm_strong/AP",
-            "segm_weak/AP", *LOSSES} <= scalars
+    assert {
+        "total_loss",
+        "lr",
+        "time",
+        "data_time",
+        "bbox/AP",
+        "segm/AP",
+        "segm_strong/AP",
+        "segm_weak/AP",
+        *LOSSES,
+    } <= scalars
     assert [e.step for e in acc.Scalars("total_loss")] == list(range(6))
     images = acc.Tags()["images"]
     assert "omp_mask_gt/roi0" in images
@@ -81,9 +98,22 @@ def _free_port():
 def test_tensorboard_server_serves_the_scalar_series(tiny_run):
     port = _free_port()
     server = subprocess.Popen(
-        [sys.executable, "-m", "tensorboard.main", "--logdir", str(tiny_run[0] / "tensorboard"),
-         "--host", "127.0.0.1", "--port", str(port), "--load_fast", "false"],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        [
+            sys.executable,
+            "-m",
+            "tensorboard.main",
+            "--logdir",
+            str(tiny_run[0] / "tensorboard"),
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--load_fast",
+            "false",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     try:
         url = f"http://127.0.0.1:{port}/data/plugin/scalars/scalars?run=.&tag=total_loss"
         deadline, series = time.time() + 60, None
@@ -94,8 +124,9 @@ def test_tensorboard_server_serves_the_scalar_series(tiny_run):
             except OSError:
                 time.sleep(0.5)
         assert series is not None, "tensorboard did not answer"
-        logged = {m["iteration"]: m["total_loss"] for m in _metrics(tiny_run[0])
-                  if "total_loss" in m}
+        logged = {
+            m["iteration"]: m["total_loss"] for m in _metrics(tiny_run[0]) if "total_loss" in m
+        }
         assert [s[1] for s in series] == sorted(logged)
         assert all(abs(s[2] - logged[s[1]]) < 1e-4 * max(1, abs(s[2])) for s in series)
     finally:
@@ -117,8 +148,14 @@ def test_eval_only_reproduces_the_same_predictions_and_ap(tiny_run, datasets_roo
 
 
 def test_nonfinite_loss_stops_with_iteration_and_terms(datasets_root, tmp_path):
-    opts = ["SOLVER.BASE_LR", "1e12", "SOLVER.WARMUP_ITERS", "0",
-            "SOLVER.CLIP_GRADIENTS.ENABLED", "False"]
+    opts = [
+        "SOLVER.BASE_LR",
+        "1e12",
+        "SOLVER.WARMUP_ITERS",
+        "0",
+        "SOLVER.CLIP_GRADIENTS.ENABLED",
+        "False",
+    ]
     proc = run_cli(train_args(tmp_path / "nan", opts=opts), datasets_root, str(tmp_path))
     assert proc.returncode == 3, proc.stderr[-2000:]
     err = proc.stderr.strip().splitlines()
@@ -138,21 +175,35 @@ def earlier_run(tmp_path):
 
 
 def _snapshot(folder):
-    return {p: (p.stat().st_mtime_ns, p.read_bytes()) for p in sorted(folder.rglob("*"))
-            if p.is_file()}
+    return {
+        p: (p.stat().st_mtime_ns, p.read_bytes()) for p in sorted(folder.rglob("*")) if p.is_file()
+    }
 
 
-@pytest.mark.parametrize("case,flags,opts,message", [
-    ("missing config", ["--config-file", "nope.yaml"], [], "config file not found: nope.yaml"),
-    ("unknown key", [], ["SOLVER.BASE_RL", "0.1"],
-     "unknown config key SOLVER.BASE_RL; did you mean SOLVER.BASE_LR"),
-    ("bad value", [], ["SOLVER.MAX_ITER", "many"], "SOLVER.MAX_ITER expects int, got str 'many'"),
-    ("no dataset", [], ["DATASETS.TRAIN", "('nope_train',)"], "unknown dataset 'nope_train'"),
-    ("exp-id reuse", ["--output-dir", "{earlier}"], [], "already holds a run; pass --resume"),
-    ("unwritable", ["--output-dir", "{earlier}/config.yaml/run"], [], "is not writable"),
-])
-def test_bad_input_gives_one_clear_error(case, flags, opts, message, datasets_root, tmp_path,
-                                         earlier_run):
+@pytest.mark.parametrize(
+    "case,flags,opts,message",
+    [
+        ("missing config", ["--config-file", "nope.yaml"], [], "config file not found: nope.yaml"),
+        (
+            "unknown key",
+            [],
+            ["SOLVER.BASE_RL", "0.1"],
+            "unknown config key SOLVER.BASE_RL; did you mean SOLVER.BASE_LR",
+        ),
+        (
+            "bad value",
+            [],
+            ["SOLVER.MAX_ITER", "many"],
+            "SOLVER.MAX_ITER expects int, got str 'many'",
+        ),
+        ("no dataset", [], ["DATASETS.TRAIN", "('nope_train',)"], "unknown dataset 'nope_train'"),
+        ("exp-id reuse", ["--output-dir", "{earlier}"], [], "already holds a run; pass --resume"),
+        ("unwritable", ["--output-dir", "{earlier}/config.yaml/run"], [], "is not writable"),
+    ],
+)
+def test_bad_input_gives_one_clear_error(
+    case, flags, opts, message, datasets_root, tmp_path, earlier_run
+):
     before = _snapshot(earlier_run)
     flags = [a.replace("{earlier}", str(earlier_run)) for a in flags]
     # later flags win in argparse: the case's --config-file / --output-dir override these

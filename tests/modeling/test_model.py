@@ -22,17 +22,28 @@ def _batch(n=1, size=128):
         masks = torch.zeros(2, size, size, dtype=torch.uint8)
         masks[0, 20:60, 30:90] = 1
         masks[1, 70:110, 10:50] = 1
-        out.append({"image": torch.rand(3, size, size) * 255, "height": size, "width": size,
-                    "image_id": i, "instances": {
-                        "boxes": torch.tensor([[30.0, 20, 90, 60], [10.0, 70, 50, 110]]),
-                        "labels": torch.tensor([1, 62]), "masks": masks,
-                        "has_mask": torch.tensor([True, True])}})
+        out.append(
+            {
+                "image": torch.rand(3, size, size) * 255,
+                "height": size,
+                "width": size,
+                "image_id": i,
+                "instances": {
+                    "boxes": torch.tensor([[30.0, 20, 90, 60], [10.0, 70, 50, 110]]),
+                    "labels": torch.tensor([1, 62]),
+                    "masks": masks,
+                    "has_mask": torch.tensor([True, True]),
+                },
+            }
+        )
     return out
 
 
 def test_r50_opmask_forward_backward_finite_losses():
-    cfg = load_config(os.path.join(REPO, "configs", "opmask_R50_FPN_130k.yaml"),
-                      ["MODEL.DEVICE", "cpu", "MODEL.WEIGHTS", ""])
+    cfg = load_config(
+        os.path.join(REPO, "configs", "opmask_R50_FPN_130k.yaml"),
+        ["MODEL.DEVICE", "cpu", "MODEL.WEIGHTS", ""],
+    )
     model = build_model(cfg, strong_classes=[1])  # label 62 is weak
     model.train()
     losses = model(_batch())
@@ -46,8 +57,10 @@ def test_r50_opmask_forward_backward_finite_losses():
 
 
 def test_inference_returns_pasted_masks_and_uses_prior():
-    cfg = load_config(os.path.join(REPO, "configs", "shapes", "opmask_R18_shapes.yaml"),
-                      ["MODEL.ROI_HEADS.SCORE_THRESH_TEST", "0.0"])
+    cfg = load_config(
+        os.path.join(REPO, "configs", "shapes", "opmask_R18_shapes.yaml"),
+        ["MODEL.ROI_HEADS.SCORE_THRESH_TEST", "0.0"],
+    )
     model = build_model(cfg).eval()
     assert model.use_prior
     batch = [{"image": torch.rand(3, 96, 128) * 255, "height": 192, "width": 256, "image_id": 0}]
@@ -91,8 +104,10 @@ def test_pooler_is_aligned_roi_align_on_the_assigned_level():
 
 @pytest.mark.parametrize("freeze_at,frozen", [(0, 0), (2, 2)])
 def test_freeze_at(freeze_at, frozen):
-    cfg = load_config(os.path.join(REPO, "configs", "shapes", "baseline_R18_shapes.yaml"),
-                      ["MODEL.BACKBONE.FREEZE_AT", str(freeze_at)])
+    cfg = load_config(
+        os.path.join(REPO, "configs", "shapes", "baseline_R18_shapes.yaml"),
+        ["MODEL.BACKBONE.FREEZE_AT", str(freeze_at)],
+    )
     body = build_model(cfg).backbone.fpn.body
     assert body.conv1.weight.requires_grad == (frozen == 0)
     assert body.layer1[0].conv1.weight.requires_grad == (frozen < 2)
@@ -103,7 +118,12 @@ def test_mapper_output_feeds_model(tmp_path):
     from PIL import Image
 
     Image.fromarray(np.zeros((50, 60, 3), np.uint8)).save(tmp_path / "a.png")
-    d = {"file_name": str(tmp_path / "a.png"), "height": 50, "width": 60, "image_id": 1,
-         "annotations": []}
+    d = {
+        "file_name": str(tmp_path / "a.png"),
+        "height": 50,
+        "width": 60,
+        "image_id": 1,
+        "annotations": [],
+    }
     x = DatasetMapper(is_train=True, min_sizes=[64], max_size=200)(d)
     assert x["image"].shape == (3, 64, 77) and x["instances"]["boxes"].shape == (0, 4)

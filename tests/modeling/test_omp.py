@@ -19,8 +19,9 @@ def test_equals_conv_with_all_classes_then_select():
     cam = cams[torch.arange(len(classes)), classes][:, None]
     lo = cam.amin(dim=(2, 3), keepdim=True)
     hi = cam.amax(dim=(2, 3), keepdim=True)
-    expected = F.interpolate((cam - lo) / (hi - lo), size=(14, 14), mode="bilinear",
-                             align_corners=False)
+    expected = F.interpolate(
+        (cam - lo) / (hi - lo), size=(14, 14), mode="bilinear", align_corners=False
+    )
     assert out.shape == (5, 1, 14, 14)
     torch.testing.assert_close(out, expected, rtol=1e-5, atol=1e-6)
 
@@ -42,8 +43,9 @@ def test_constant_map_gives_zeros_not_nan():
 
 
 def test_empty_batch():
-    out = object_mask_prior(torch.zeros(0, 8, 7, 7), torch.randn(3, 8),
-                            torch.zeros(0, dtype=torch.long))
+    out = object_mask_prior(
+        torch.zeros(0, 8, 7, 7), torch.randn(3, 8), torch.zeros(0, dtype=torch.long)
+    )
     assert out.shape == (0, 1, 14, 14)
 
 

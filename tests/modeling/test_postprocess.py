@@ -21,11 +21,30 @@ def _inputs(seed=0, k=5, counts=(40, 25)):
 def test_matches_torchvision_postprocess_detections_and_tracks_sources():
     logits, deltas, proposals, sizes = _inputs()
     coder = BoxCoder((10.0, 10.0, 5.0, 5.0))
-    tv = RoIHeads(None, None, None, 0.5, 0.5, 512, 0.25, (10.0, 10.0, 5.0, 5.0),
-                  score_thresh=0.05, nms_thresh=0.5, detections_per_img=20)
+    tv = RoIHeads(
+        None,
+        None,
+        None,
+        0.5,
+        0.5,
+        512,
+        0.25,
+        (10.0, 10.0, 5.0, 5.0),
+        score_thresh=0.05,
+        nms_thresh=0.5,
+        detections_per_img=20,
+    )
     tv_boxes, tv_scores, tv_labels = tv.postprocess_detections(logits, deltas, proposals, sizes)
-    ours = detections_with_sources(logits, deltas, proposals, sizes, coder, score_thresh=0.05,
-                                   nms_thresh=0.5, detections_per_img=20)
+    ours = detections_with_sources(
+        logits,
+        deltas,
+        proposals,
+        sizes,
+        coder,
+        score_thresh=0.05,
+        nms_thresh=0.5,
+        detections_per_img=20,
+    )
     all_props = torch.cat(proposals)
     for i, (d, b, s, lab) in enumerate(zip(ours, tv_boxes, tv_scores, tv_labels)):
         assert len(b) > 0
@@ -34,9 +53,10 @@ def test_matches_torchvision_postprocess_detections_and_tracks_sources():
         assert torch.equal(d["labels"], lab)
         # the source proposal, decoded with its own deltas for the detected class, is the box
         src = d["sources"]
-        decoded = coder.decode(deltas[src].reshape(len(src), -1, 4)[torch.arange(len(src)),
-                                                                      d["labels"]],
-                               [all_props[src]]).reshape(-1, 4)
+        decoded = coder.decode(
+            deltas[src].reshape(len(src), -1, 4)[torch.arange(len(src)), d["labels"]],
+            [all_props[src]],
+        ).reshape(-1, 4)
         h, w = sizes[i]
         decoded[:, 0::2] = decoded[:, 0::2].clamp(0, w)
         decoded[:, 1::2] = decoded[:, 1::2].clamp(0, h)
@@ -48,7 +68,14 @@ def test_matches_torchvision_postprocess_detections_and_tracks_sources():
 
 
 def test_no_proposals():
-    out = detections_with_sources(torch.zeros(0, 3), torch.zeros(0, 12), [torch.zeros(0, 4)],
-                                  [(10, 10)], BoxCoder((10.0, 10.0, 5.0, 5.0)), score_thresh=0.05,
-                                  nms_thresh=0.5, detections_per_img=10)
+    out = detections_with_sources(
+        torch.zeros(0, 3),
+        torch.zeros(0, 12),
+        [torch.zeros(0, 4)],
+        [(10, 10)],
+        BoxCoder((10.0, 10.0, 5.0, 5.0)),
+        score_thresh=0.05,
+        nms_thresh=0.5,
+        detections_per_img=10,
+    )
     assert out[0]["boxes"].shape == (0, 4) and out[0]["sources"].numel() == 0

@@ -1,4 +1,5 @@
 """Pins the torchvision internals we rely on; if torchvision moves them, this fails first."""
+
 import torch
 import torchvision
 

@@ -34,8 +34,10 @@ def _caffe2_name(tv_key: str) -> str | None:
 
 @pytest.fixture(scope="module")
 def r50():
-    cfg = load_config(os.path.join(REPO, "configs", "opmask_R50_FPN_130k.yaml"),
-                      ["MODEL.DEVICE", "cpu", "MODEL.WEIGHTS", ""])
+    cfg = load_config(
+        os.path.join(REPO, "configs", "opmask_R50_FPN_130k.yaml"),
+        ["MODEL.DEVICE", "cpu", "MODEL.WEIGHTS", ""],
+    )
     return build_model(cfg)
 
 
@@ -63,7 +65,9 @@ def test_torchvision_state_dict_loads(r50, tmp_path):
     torch.save(sd, tmp_path / "r50.pth")
     report = load_weights(r50, str(tmp_path / "r50.pth"))
     assert [k for k in report.missing if "num_batches" not in k] == []
-    assert torch.equal(r50.state_dict()[BODY + "layer4.2.conv3.weight"], sd["layer4.2.conv3.weight"])
+    assert torch.equal(
+        r50.state_dict()[BODY + "layer4.2.conv3.weight"], sd["layer4.2.conv3.weight"]
+    )
 
 
 class _Payload:

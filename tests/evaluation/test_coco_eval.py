@@ -1,0 +1,84 @@
+import contextlib
+import io
+import json
+
+import numpy as np
+import pytest
+from pycocotools.coco import COCO
+from pycocotools.cocoeval import COCOeval
+
+from opmask.data.masks import mask_to_rle
+from opmask.evaluation.coco_eval import evaluate_results, format_table
+
+
+def _noisy_predictions(gt_json, seed=0):
+    """GT turned into predictions: shifted boxes, eroded masks, random scores, some misses."""
+    rng = np.random.default_rng(seed)
+    coco = COCO(gt_json)
+    preds = []
+    for a in coco.anns.values():
+        if rng.random() < 0.2:
+            continue
+        m = coco.annToMask(a)
+        if rng.random() < 0.5:
+            m = np.roll(m, int(rng.integers(-3, 4)), axis=1)
+        x, y, w, h = a["bbox"]
+        d = rng.normal(0, 2, 4)
+        preds.append(
+            {
+                "image_id": a["image_id"],
+                "category_id": a["category_id"],
+                "bbox": [x + d[0], y + d[1], max(1, w + d[2]), max(1, h + d[3])],
+                "score": float(rng.random()),
+                "segmentation": mask_to_rle(m),
+            }
+        )
+    return preds
+
+
+def _direct(gt_json, preds, iou, cats=None):
+    with contextlib.redirect_stdout(io.StringIO()):
+        gt = COCO(gt_json)
+        ev = COCOeval(gt, gt.loadRes(preds), iou)
+        if cats is not None:
+            ev.params.catIds = cats
+        ev.evaluate()
+        ev.accumulate()
+        ev.summarize()
+    return ev.stats[:6] * 100
+
+
+def test_numbers_equal_pycocotools_overall_strong_weak(datasets_root):
+    gt_json = f"{datasets_root}/shapes/val/annotations.json"
+    strong = json.load(open(gt_json))["opmask"]["strong_category_ids"]
+    weak = json.load(open(gt_json))["opmask"]["weak_category_ids"]
+    preds = _noisy_predictions(gt_json)
+    res = evaluate_results(gt_json, preds, strong)
+    for task, iou, cats in (
+        ("bbox", "bbox", None),
+        ("segm", "segm", None),
+        ("segm_strong", "segm", strong),
+        ("segm_weak", "segm", weak),
+    ):
+        direct = _direct(gt_json, preds, iou, cats)
+        ours = [res[task][k] for k in ("AP", "AP50", "AP75", "APs", "APm", "APl")]
+        np.testing.assert_allclose(ours, np.where(direct < 0, np.nan, direct), equal_nan=True)
+    assert 20 < res["segm"]["AP"] < 100  # non-trivial, so the comparison means something
+    assert set(res["per_class"]["segm"]) == {
+        c["name"] for c in json.load(open(gt_json))["categories"]
+    }
+    assert "segm_weak" in format_table(res)
+
+
+def test_no_predictions_gives_zero_ap(datasets_root):
+    res = evaluate_results(f"{datasets_root}/shapes/val/annotations.json", [], [1, 2])
+    assert res["segm_weak"]["AP"] == 0.0 and res["bbox"]["AP"] == 0.0
+
+
+@pytest.mark.parametrize("seed", [1, 2])
+def test_per_class_ap_matches_precision_mean(datasets_root, seed):
+    gt_json = f"{datasets_root}/shapes/val/annotations.json"
+    res = evaluate_results(gt_json, _noisy_predictions(gt_json, seed), [1])
+    vals = [v for v in res["per_class"]["segm"].values() if not np.isnan(v)]
+    # COCO's overall AP is the mean of per-class APs over classes present in GT
+    assert abs(np.mean(vals) - res["segm"]["AP"]) < 1e-6
