@@ -97,17 +97,18 @@ def main() -> int:
     rng, run, start = random.Random(args.seed), os.path.join(args.out, "run"), 0
     ckpts = Checkpointer(os.path.join(run, "models"))
     for trial in range(args.trials):
-        proc = subprocess.Popen(
-            command(run, trial > 0, 100000), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
-        )
+        log = open(os.path.join(args.out, f"trial{trial}.log"), "w")
+        proc = subprocess.Popen(command(run, trial > 0, 100000), stdout=log, stderr=log)
         deadline = time.time() + 120
         while not [i for i in logged_iterations(run) if i >= start]:
             if proc.poll() is not None or time.time() > deadline:
-                fail(f"trial {trial}: training did not progress (exit {proc.poll()})")
+                tail = open(log.name).read()[-1500:]
+                fail(f"trial {trial}: training did not progress (exit {proc.poll()}):\n{tail}")
             time.sleep(0.02)
-        time.sleep(rng.uniform(0.0, 1.5))
+        time.sleep(rng.uniform(0.0, 4.0))
         proc.send_signal(signal.SIGKILL)
         proc.wait()
+        log.close()
         found = ckpts.load_latest_valid()
         if found is None:
             fail(f"trial {trial}: no valid checkpoint")

@@ -160,12 +160,17 @@ def load_config(config_file: str | None, opts: Iterable[str] = ()) -> CfgNode:
     return cfg
 
 
+def _plain(value: Any) -> Any:
+    """Tuples and lists compare equal (YAML turns tuples into lists)."""
+    return [_plain(v) for v in value] if isinstance(value, (list, tuple)) else value
+
+
 def config_diff(a: CfgNode, b: CfgNode, prefix: str = "") -> list[str]:
     """Full keys whose values differ between two configs of the same schema."""
     out = []
     for k in a:
         if isinstance(a[k], CfgNode):
-            out += config_diff(a[k], b[k], prefix + k + ".")
-        elif a[k] != b.get(k):
+            out += config_diff(a[k], b.get(k, CfgNode()), prefix + k + ".")
+        elif _plain(a[k]) != _plain(b.get(k)):
             out.append(prefix + k)
     return out

@@ -86,12 +86,12 @@ class Checkpointer:
     def __init__(self, folder: str, max_to_keep: int = 0):
         self.folder, self.max_to_keep = folder, max_to_keep
         self.protected: set[str] = set()  # never deleted by retention (the resume source)
-        os.makedirs(folder, exist_ok=True)
 
     def path(self, name: str) -> str:
         return os.path.join(self.folder, name)
 
     def save(self, name: str, state: dict) -> str:
+        os.makedirs(self.folder, exist_ok=True)
         buf = io.BytesIO()
         torch.save(state, buf)
         data = buf.getvalue()
@@ -115,6 +115,8 @@ class Checkpointer:
 
     def candidates(self) -> list[str]:
         """Checkpoint files, newest first: ``last_checkpoint``'s target, then by iteration."""
+        if not os.path.isdir(self.folder):
+            return []
         names = sorted((n for n in os.listdir(self.folder) if _PERIODIC.match(n)), reverse=True)
         last = self.path("last_checkpoint")
         if os.path.isfile(last):

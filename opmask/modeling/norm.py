@@ -5,9 +5,24 @@ from __future__ import annotations
 import torch
 import torch.distributed as dist
 from torch import nn
-from torch.distributed.nn import functional as dist_fn
 
 from .tv_adapter import FrozenBatchNorm2d
+
+
+class _AllReduceSum(torch.autograd.Function):
+    """Sum over ranks; the gradient of a sum is the sum of the gradients."""
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor) -> torch.Tensor:
+        x = x.clone()
+        dist.all_reduce(x)
+        return x
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor) -> torch.Tensor:
+        grad = grad.clone()
+        dist.all_reduce(grad)
+        return grad
 
 
 class NaiveSyncBatchNorm(nn.BatchNorm2d):
@@ -24,7 +39,7 @@ class NaiveSyncBatchNorm(nn.BatchNorm2d):
         c = x.shape[1]
         dims = [0, 2, 3]
         count = x.new_full((1,), float(x.numel() // c))
-        stats = dist_fn.all_reduce(torch.cat([x.sum(dims), (x * x).sum(dims), count]))
+        stats = _AllReduceSum.apply(torch.cat([x.sum(dims), (x * x).sum(dims), count]))
         total = stats[2 * c].clamp_min(1.0)
         mean, meansq = stats[:c] / total, stats[c : 2 * c] / total
         var = (meansq - mean * mean).clamp_min(0.0)

@@ -94,3 +94,15 @@ def test_missing_file_and_bad_yaml(tmp_path):
     (tmp_path / "bad.yaml").write_text("SOLVER: [unclosed\n")
     with pytest.raises(ConfigError, match="bad.yaml: not valid YAML"):
         load_config(str(tmp_path / "bad.yaml"))
+
+
+def test_config_diff_ignores_yaml_tuple_list_round_trip(tmp_path):
+    from fvcore.common.config import CfgNode
+
+    from opmask.config import config_diff
+
+    cfg = load_config(None, ["SOLVER.STEPS", "(3, 4)"])
+    back = CfgNode.load_cfg(cfg.dump())
+    assert back.SOLVER.STEPS == [3, 4] and config_diff(cfg, back) == []
+    other = load_config(None, ["SOLVER.STEPS", "(3, 5)", "EXP.PS", "nvoc"])
+    assert config_diff(other, back) == ["SOLVER.STEPS", "EXP.PS"]
