@@ -24,23 +24,12 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
 
 from opmask.engine.checkpoint import Checkpointer  # noqa: E402
+from tests.conftest import SHAPES_OPMASK as CONFIG  # noqa: E402
+from tests.conftest import TINY  # noqa: E402
 
-CONFIG = os.path.join(REPO, "configs", "shapes", "opmask_R18_shapes.yaml")
+# The tests' few-iteration setting, without evaluation, checkpointing every iteration.
 SMALL = [
-    "MODEL.FPN.OUT_CHANNELS",
-    "32",
-    "MODEL.ROI_BOX_HEAD.CONV_DIM",
-    "64",
-    "MODEL.ROI_MASK_HEAD.CONV_DIM",
-    "32",
-    "MODEL.ROI_HEADS.BATCH_SIZE_PER_IMAGE",
-    "16",
-    "INPUT.MIN_SIZE_TRAIN",
-    "(96,)",
-    "SOLVER.IMS_PER_BATCH",
-    "2",
-    "DATALOADER.NUM_WORKERS",
-    "0",
+    *TINY,
     "DATASETS.TEST",
     "()",
     "VIS_PERIOD",

@@ -4,7 +4,7 @@ Eight shape classes, half of them mask-supervised ("strong"). Built so that segm
 needs a general notion of "the primary object in this box": textured, cluttered backgrounds;
 two-tone textured interiors (no colour threshold works); objects placed to overlap and occlude each
 other, so a box often holds parts of other objects; unannotated distractor strokes and blobs; scales
-from 16 to 64 pixels. Deterministic: the same seed gives byte-identical files.
+from 22 to 64 pixels. Deterministic: the same seed gives byte-identical files.
 """
 
 from __future__ import annotations
@@ -21,6 +21,8 @@ from .masks import mask_to_rle, segm_to_mask
 
 CLASSES = ["circle", "square", "triangle", "star", "hexagon", "cross", "crescent", "ring"]
 STRONG = ["circle", "square", "star", "ring"]  # masks given; the others are box-only
+MIN_RADIUS, MAX_RADIUS = 11, 32  # object sizes 22-64 px: smaller shapes are ambiguous even to us
+OBJECTS = (3, 6)  # objects drawn per image (before dropping heavily occluded ones)
 _VERTICES = {"circle": 24, "square": 4, "triangle": 3, "hexagon": 6}
 
 
@@ -116,7 +118,7 @@ def _background(rng: np.random.Generator, h: int, w: int) -> np.ndarray:
 
 
 def _place(rng: np.random.Generator, h: int, w: int, boxes: list) -> tuple[float, float, float]:
-    r = float(np.exp(rng.uniform(np.log(8), np.log(32))))
+    r = float(np.exp(rng.uniform(np.log(MIN_RADIUS), np.log(MAX_RADIUS))))
     if boxes and rng.random() < 0.6:  # overlap an earlier object's box on purpose
         x0, y0, x1, y1 = boxes[rng.integers(len(boxes))]
         cx, cy = rng.uniform(x0, x1), rng.uniform(y0, y1)
@@ -129,7 +131,7 @@ def render_image(rng: np.random.Generator, h: int, w: int) -> tuple[np.ndarray, 
     """One image and its objects: ``{class, mask (visible part), polygons or None}``."""
     img = _background(rng, h, w)
     objects, boxes = [], []
-    for _ in range(rng.integers(2, 6)):
+    for _ in range(rng.integers(OBJECTS[0], OBJECTS[1] + 1)):
         name = CLASSES[rng.integers(len(CLASSES))]
         cx, cy, r = _place(rng, h, w, boxes)
         polys = [

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import torch
 import torch.distributed as dist
 
@@ -11,7 +13,9 @@ def is_dist() -> bool:
 
 
 def get_rank() -> int:
-    return dist.get_rank() if is_dist() else 0
+    """This process's rank; before the process group exists, the launcher's ``RANK`` (torchrun,
+    srun), so that only rank 0 writes the run folder's files."""
+    return dist.get_rank() if is_dist() else int(os.environ.get("RANK", 0))
 
 
 def get_world_size() -> int:

@@ -44,6 +44,7 @@ class EventWriter:
         if enabled:
             from torch.utils.tensorboard import SummaryWriter
 
+            os.makedirs(run_dir, exist_ok=True)
             purge_metrics(self.metrics_path, start_iter)
             self.metrics = open(self.metrics_path, "a", encoding="utf-8")
             self.tb = SummaryWriter(os.path.join(run_dir, "tensorboard"), purge_step=start_iter)

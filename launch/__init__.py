@@ -1,0 +1,1 @@
+"""Everything SLURM/submitit: submit, sweeps, requeue, status. ``opmask`` never imports this."""

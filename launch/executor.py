@@ -1,0 +1,170 @@
+"""Cluster profiles and command-line flags -> a configured submitit executor."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import subprocess
+from dataclasses import dataclass, fields
+
+import submitit
+import yaml
+
+PROFILE_DIR = os.path.join(
+    os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "slurm", "profiles"
+)
+
+
+class LaunchError(ValueError):
+    """Bad launcher input (profile, sweep file, partition...): reported before submitting."""
+
+
+@dataclass
+class Resources:
+    """One job's SLURM request. Profiles give site defaults; flags override them."""
+
+    nodes: int = 1
+    gpus_per_node: int = 0
+    tasks_per_node: int = 0  # 0: one task per GPU (or 1 without GPUs)
+    cpus_per_task: int = 4
+    mem_gb: float = 0  # 0: the partition's default
+    partition: str = ""
+    account: str = ""
+    qos: str = ""
+    constraint: str = ""
+    time_min: int = 60
+    signal_delay_s: int = 120  # USR2 this long before the time limit: checkpoint and requeue
+    max_requeue_timeouts: int = 3  # requeues allowed after timeouts (preemptions are unlimited)
+    array_parallelism: int = 8  # sweeps: points running at once
+
+
+def add_resource_flags(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("SLURM resources (defaults from --profile)")
+    g.add_argument(
+        "--profile",
+        default="local",
+        help="cluster profile: a name under slurm/profiles or a YAML path (default local)",
+    )
+    for f in fields(Resources):
+        flag = "--time" if f.name == "time_min" else "--" + f.name.replace("_", "-")
+        g.add_argument(
+            flag,
+            dest=f.name,
+            type=type(f.default),
+            default=None,
+            help=_HELP.get(f.name, f.name.replace("_", " ")),
+        )
+    g.add_argument(
+        "--submitit-folder",
+        default=None,
+        help="where submitit keeps scripts and logs (default RUN/slurm or SWEEP/slurm)",
+    )
+
+
+_HELP = {
+    "time_min": "time limit in minutes",
+    "mem_gb": "memory per node in GB",
+    "signal_delay_s": "seconds before the time limit at which USR2 asks for a checkpoint",
+    "max_requeue_timeouts": "requeue budget for timeouts",
+}
+
+
+def load_profile(name: str) -> dict:
+    path = name if name.endswith((".yaml", ".yml")) else os.path.join(PROFILE_DIR, name + ".yaml")
+    if not os.path.isfile(path):
+        known = sorted(f[:-5] for f in os.listdir(PROFILE_DIR) if f.endswith(".yaml"))
+        raise LaunchError(f"cluster profile not found: {path} (known: {', '.join(known)})")
+    with open(path, encoding="utf-8") as f:
+        data = yaml.safe_load(f) or {}
+    valid = {f.name for f in fields(Resources)}
+    unknown = sorted(set(data) - valid)
+    if unknown:
+        raise LaunchError(f"{path}: unknown profile keys {unknown}; valid: {sorted(valid)}")
+    return data
+
+
+def resolve_resources(args: argparse.Namespace) -> Resources:
+    res = Resources(**load_profile(args.profile))
+    for f in fields(Resources):
+        value = getattr(args, f.name, None)
+        if value is not None:
+            setattr(res, f.name, value)
+    return res
+
+
+def check_partition(partition: str) -> None:
+    """Refuse a partition SLURM does not know, before anything is submitted."""
+    if not partition or shutil.which("sinfo") is None:
+        return
+    out = subprocess.run(["sinfo", "-h", "-o", "%R"], capture_output=True, text=True)
+    known = sorted(set(out.stdout.split()))
+    if out.returncode == 0 and partition not in known:
+        raise LaunchError(
+            f"partition {partition!r} does not exist on this cluster "
+            f"(known: {', '.join(known) or 'none'})"
+        )
+
+
+def executor_parameters(res: Resources, name: str) -> dict:
+    tasks = res.tasks_per_node or max(1, res.gpus_per_node)
+    params = {
+        "name": name,
+        "nodes": res.nodes,
+        "tasks_per_node": tasks,
+        "cpus_per_task": res.cpus_per_task,
+        "timeout_min": res.time_min,
+        "slurm_signal_delay_s": res.signal_delay_s,
+        "slurm_additional_parameters": {"open-mode": "append", "requeue": True},
+    }
+    if res.gpus_per_node:
+        params["gpus_per_node"] = res.gpus_per_node
+    if res.mem_gb:
+        params["mem_gb"] = res.mem_gb
+    for key in ("partition", "account", "qos", "constraint"):
+        if getattr(res, key):
+            params[f"slurm_{key}"] = getattr(res, key)
+    return params
+
+
+def make_executor(folder: str, res: Resources, name: str, *, local: bool):
+    """A submitit executor: SLURM, or ``local`` (submitit's local executor, no SLURM)."""
+    if local:
+        ex = submitit.LocalExecutor(folder=folder)
+        ex.update_parameters(
+            timeout_min=res.time_min,
+            nodes=1,
+            tasks_per_node=res.tasks_per_node or max(1, res.gpus_per_node),
+            gpus_per_node=res.gpus_per_node,
+        )
+        return ex
+    ex = submitit.AutoExecutor(
+        folder=folder, cluster="slurm", slurm_max_num_timeout=res.max_requeue_timeouts
+    )
+    ex.update_parameters(**executor_parameters(res, name))
+    return ex
+
+
+def sbatch_script(folder: str, res: Resources, name: str, array_count: int | None = None) -> str:
+    """The sbatch script submitit would write for this request (for ``--dry-run``)."""
+    from submitit.slurm.slurm import _make_sbatch_string
+
+    return _make_sbatch_string(
+        command="python -u -m submitit.core._submit " + folder,
+        folder=folder,
+        job_name=name,
+        partition=res.partition or None,
+        time=res.time_min,
+        nodes=res.nodes,
+        ntasks_per_node=res.tasks_per_node or max(1, res.gpus_per_node),
+        cpus_per_task=res.cpus_per_task,
+        gpus_per_node=res.gpus_per_node or None,
+        qos=res.qos or None,
+        constraint=res.constraint or None,
+        account=res.account or None,
+        mem=f"{int(res.mem_gb)}GB" if res.mem_gb else None,
+        signal_delay_s=res.signal_delay_s,
+        additional_parameters={"open-mode": "append", "requeue": True},
+        map_count=array_count,
+        array_parallelism=res.array_parallelism,
+    )

@@ -1,0 +1,383 @@
+"""``opmask-sweep``: a grid and/or list of overrides on a base config, as one SLURM job array.
+
+Sweep file (YAML)::
+
+    name: ps_seeds                      # the sweep folder is OUT (default sweeps/NAME)
+    config: configs/opmask_R50_FPN_130k.yaml
+    overrides: {SOLVER.CHECKPOINT_PERIOD: 5000}   # every point (optional)
+    grid: {EXP.PS: [voc, nvoc], SEED: [1, 2]}     # cartesian product (optional)
+    points:                                       # each entry x the grid (optional)
+      - {SOLVER.MAX_ITER: 130000, SOLVER.STEPS: "(120000,)"}
+      - {SOLVER.MAX_ITER: 270000, SOLVER.STEPS: "(210000, 250000)"}
+    resources: {time_min: 4320}                   # profile keys (optional)
+
+Each point's exp-id is derived from its overrides (stable), its run folder is
+``SWEEP/runs/EXP_ID``. ``submit`` writes ``SWEEP/sweep.json`` (the manifest) and returns at once.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import csv
+import datetime
+import hashlib
+import io
+import itertools
+import json
+import os
+import re
+import subprocess
+import sys
+
+import yaml
+from fvcore.common.config import CfgNode
+
+from opmask.config import ConfigError, load_config
+from opmask.engine.checkpoint import atomic_write_bytes
+from opmask.engine.run_dir import RunFolderError, prepare
+
+from .executor import (
+    LaunchError,
+    Resources,
+    add_resource_flags,
+    check_partition,
+    make_executor,
+    resolve_resources,
+)
+from .job import TrainJob
+from .submit import check_world
+
+MANIFEST = "sweep.json"
+ACTIVE = {
+    "PENDING",
+    "RUNNING",
+    "REQUEUED",
+    "CONFIGURING",
+    "COMPLETING",
+    "SUSPENDED",
+    "RESIZING",
+    "REQUEUE_HOLD",
+    "REQUEUE_FED",
+}
+
+
+# ---------------------------------------------------------------------- the sweep file
+def exp_id(overrides: dict) -> str:
+    """Stable, readable id from a point's overrides: ``PS-voc_SEED-1`` (hashed when long)."""
+    slug = "_".join(f"{k.rsplit('.', 1)[-1]}-{v}" for k, v in overrides.items())
+    slug = re.sub(r"[^A-Za-z0-9_.=-]+", "", slug.replace(" ", "")) or "base"
+    if len(slug) <= 60:
+        return slug
+    return slug[:50] + "-" + hashlib.sha1(json.dumps(overrides).encode()).hexdigest()[:8]
+
+
+def expand_points(spec: dict) -> list[dict]:
+    grid = spec.get("grid") or {}
+    combos = [dict(zip(grid, values)) for values in itertools.product(*grid.values())]
+    listed = spec.get("points") or [{}]
+    return [{**spec.get("overrides", {}), **c, **p} for p in listed for c in combos]
+
+
+def read_sweep_file(path: str) -> dict:
+    if not os.path.isfile(path):
+        raise LaunchError(f"sweep file not found: {path}")
+    try:
+        spec = yaml.safe_load(open(path, encoding="utf-8"))
+    except yaml.YAMLError as e:
+        raise LaunchError(f"{path}: not valid YAML: {e}") from None
+    if not isinstance(spec, dict) or "config" not in spec:
+        raise LaunchError(f"{path}: a sweep file needs at least 'config' (and 'grid' or 'points')")
+    unknown = sorted(set(spec) - {"name", "config", "overrides", "grid", "points", "resources"})
+    if unknown:
+        raise LaunchError(f"{path}: unknown sweep keys {unknown}")
+    grid = spec.get("grid") or {}
+    bad = [k for k, v in grid.items() if not isinstance(v, list) or not v]
+    if bad or not isinstance(spec.get("points") or [], list):
+        raise LaunchError(f"{path}: grid values must be non-empty lists ({bad}); points a list")
+    base = os.path.dirname(os.path.abspath(path))
+    if not os.path.isabs(spec["config"]) and not os.path.isfile(spec["config"]):
+        spec["config"] = os.path.join(base, spec["config"])
+    spec.setdefault("name", os.path.splitext(os.path.basename(path))[0])
+    return spec
+
+
+def _opts(overrides: dict) -> list[str]:
+    return [x for k, v in overrides.items() for x in (k, v if isinstance(v, str) else repr(v))]
+
+
+# ---------------------------------------------------------------------- SLURM and run state
+def sacct_states(job_ids: list[str]) -> dict[str, list[str]]:
+    """Every attempt's state per job id (requeues show as extra rows), oldest first."""
+    ids = [j for j in job_ids if j]
+    if not ids:
+        return {}
+    out = subprocess.run(
+        [
+            "sacct",
+            "-n",
+            "-P",
+            "-X",
+            "--duplicates",
+            "-o",
+            "JobID,State",
+            "-j",
+            ",".join(sorted({j.split("_")[0] for j in ids})),
+        ],
+        capture_output=True,
+        text=True,
+    )
+    states: dict[str, list[str]] = {}
+    for line in out.stdout.splitlines():
+        job, _, state = line.partition("|")
+        states.setdefault(job, []).append(state.split()[0] if state else "UNKNOWN")
+    return states
+
+
+def run_progress(run_dir: str) -> dict:
+    """Iteration, loss, ETA and latest APs from metrics.json; outcomes from attempts.jsonl."""
+    info: dict = {"iteration": None, "loss": None, "eta": None, "strong": None, "weak": None}
+    path = os.path.join(run_dir, "metrics.json")
+    for line in open(path) if os.path.isfile(path) else []:
+        try:
+            m = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        if "total_loss" in m:
+            info.update(iteration=m["iteration"] + 1, loss=m["total_loss"], eta=m["eta_seconds"])
+        if "segm_weak/AP" in m:
+            info.update(strong=m.get("segm_strong/AP"), weak=m["segm_weak/AP"])
+    path = os.path.join(run_dir, "attempts.jsonl")
+    attempts = [json.loads(x) for x in open(path)] if os.path.isfile(path) else []
+    info["outcomes"] = [a["outcome"] for a in attempts]
+    info["finished"] = bool(attempts) and attempts[-1]["outcome"] == "completed"
+    return info
+
+
+# ---------------------------------------------------------------------- commands
+def cmd_submit(args) -> int:
+    spec = read_sweep_file(args.sweep_file)
+    out = os.path.abspath(args.out or os.path.join("sweeps", spec["name"]))
+    if os.path.isfile(os.path.join(out, MANIFEST)):
+        raise LaunchError(f"{out} already holds a sweep; use `opmask-sweep resume {out}`")
+    res = resolve_resources(args)
+    for k, v in (spec.get("resources") or {}).items():
+        if getattr(args, k, None) is None:  # the command line wins over the sweep file
+            setattr(res, k, v)
+    check_partition(res.partition)
+    points = []
+    for i, overrides in enumerate(expand_points(spec)):  # validate everything first
+        cfg = load_config(spec["config"], _opts(overrides))
+        check_world(cfg, res)
+        points.append(
+            {
+                "index": i,
+                "exp_id": exp_id(overrides),
+                "overrides": overrides,
+                "run_dir": os.path.join(out, "runs", exp_id(overrides)),
+                "cfg": cfg,
+            }
+        )
+    if len({p["exp_id"] for p in points}) < len(points):
+        raise LaunchError("two points have the same overrides")
+    for p in points:
+        p["cfg"] = prepare(p.pop("cfg"), p["run_dir"], resume=False, eval_only=False).dump()
+    manifest = {
+        "name": spec["name"],
+        "sweep_file": os.path.abspath(args.sweep_file),
+        "config": spec["config"],
+        "resources": vars(res),
+        "points": points,
+        "created": datetime.datetime.now().isoformat(timespec="seconds"),
+    }
+    _submit_points(manifest, points, out, args)
+    print(
+        f"submitted {len(points)} points as one job array; manifest: {out}/{MANIFEST}\n"
+        f"follow it: opmask-sweep status {out}"
+    )
+    return 0
+
+
+def _submit_points(manifest: dict, points: list[dict], out: str, args) -> None:
+    """Submit ``points`` as one job array (a single point as a plain job) and save the manifest."""
+    res = Resources(**manifest["resources"])
+    array = len(points) > 1  # one point: a plain job
+    ex = make_executor(
+        os.path.join(out, "slurm", "%j"),  # %j is ARRAYID_TASK for array tasks
+        res,
+        f"sweep-{manifest['name']}",
+        local=False,
+    )
+    ex.update_parameters(slurm_array_parallelism=res.array_parallelism)
+    jobs = []
+    with ex.batch() if array else contextlib.nullcontext():
+        for p in points:
+            device = CfgNode.load_cfg(p["cfg"]).MODEL.DEVICE
+            jobs.append(ex.submit(TrainJob(p["cfg"], p["run_dir"], device, args.dist_timeout)))
+    for p, job in zip(points, jobs):
+        p.setdefault("job_ids", []).append(job.job_id)
+    atomic_write_bytes(os.path.join(out, MANIFEST), json.dumps(manifest, indent=1).encode())
+
+
+def load_manifest(folder: str) -> dict:
+    path = os.path.join(folder, MANIFEST)
+    if not os.path.isfile(path):
+        raise LaunchError(f"no sweep manifest at {path}")
+    return json.load(open(path))
+
+
+def _fmt(v, spec=".3f"):
+    return "-" if v is None else format(v, spec)
+
+
+def status_rows(manifest: dict) -> list[dict]:
+    states = sacct_states([p["job_ids"][-1] for p in manifest["points"]])
+    rows = []
+    for p in manifest["points"]:
+        prog = run_progress(p["run_dir"])
+        history = states.get(p["job_ids"][-1], [])
+        rows.append(
+            {
+                "point": p["index"],
+                "exp_id": p["exp_id"],
+                "job": p["job_ids"][-1],
+                "state": history[-1] if history else "UNKNOWN",
+                "iter": f"{prog['iteration'] or 0}/{_max_iter(p)}",
+                "loss": _fmt(prog["loss"]),
+                "eta": "-"
+                if prog["eta"] is None or prog["finished"]
+                else str(datetime.timedelta(seconds=int(prog["eta"]))),
+                "strong_AP": _fmt(prog["strong"], ".2f"),
+                "weak_AP": _fmt(prog["weak"], ".2f"),
+                "requeues": sum(o in ("timeout", "preemption") for o in prog["outcomes"])
+                + sum(s in ("NODE_FAIL", "PREEMPTED") for s in history),
+                "last_outcome": prog["outcomes"][-1] if prog["outcomes"] else "-",
+            }
+        )
+    return rows
+
+
+def _max_iter(point: dict) -> int:
+    return CfgNode.load_cfg(point["cfg"]).SOLVER.MAX_ITER
+
+
+def table(rows: list[dict]) -> str:
+    if not rows:
+        return "(no points)"
+    keys = list(rows[0])
+    widths = {k: max(len(k), *(len(str(r[k])) for r in rows)) for k in keys}
+    lines = ["  ".join(k.ljust(widths[k]) for k in keys)]
+    lines += ["  ".join(str(r[k]).ljust(widths[k]) for k in keys) for r in rows]
+    return "\n".join(lines)
+
+
+def cmd_status(args) -> int:
+    print(table(status_rows(load_manifest(args.folder))))
+    return 0
+
+
+def cmd_resume(args) -> int:
+    manifest = load_manifest(args.folder)
+    rows = {r["point"]: r for r in status_rows(manifest)}
+    todo = [
+        p
+        for p in manifest["points"]
+        if not run_progress(p["run_dir"])["finished"] and rows[p["index"]]["state"] not in ACTIVE
+    ]
+    if not todo:
+        print("nothing to resume: every point finished or is queued/running")
+        return 0
+    _submit_points(manifest, todo, os.path.abspath(args.folder), args)
+    print(f"resubmitted points {[p['index'] for p in todo]} as one job array")
+    return 0
+
+
+def cmd_cancel(args) -> int:
+    manifest = load_manifest(args.folder)
+    chosen = [p for p in manifest["points"] if args.point is None or p["index"] in args.point]
+    ids = [p["job_ids"][-1] for p in chosen]
+    subprocess.run(["scancel", *ids], check=False)
+    print(f"cancelled {len(ids)} point(s): {', '.join(ids)}")
+    return 0
+
+
+def cmd_collect(args) -> int:
+    manifest = load_manifest(args.folder)
+    rows = []
+    for p in manifest["points"]:
+        row = {
+            "point": p["index"],
+            "exp_id": p["exp_id"],
+            **{k: str(v) for k, v in p["overrides"].items()},
+        }
+        results = _final_results(p["run_dir"])
+        for task in ("bbox", "segm", "segm_strong", "segm_weak"):
+            row[f"{task}_AP"] = _fmt(results.get(task, {}).get("AP"), ".2f")
+        rows.append(row)
+    keys = list(dict.fromkeys(k for r in rows for k in r))
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=keys, restval="")
+    writer.writeheader()
+    writer.writerows(rows)
+    atomic_write_bytes(os.path.join(args.folder, "results.csv"), buf.getvalue().encode())
+    md = ["| " + " | ".join(keys) + " |", "|" + "---|" * len(keys)]
+    md += ["| " + " | ".join(str(r.get(k, "")) for k in keys) + " |" for r in rows]
+    atomic_write_bytes(os.path.join(args.folder, "results.md"), ("\n".join(md) + "\n").encode())
+    print("\n".join(md))
+    return 0
+
+
+def _final_results(run_dir: str) -> dict:
+    folder = os.path.join(run_dir, "inference")
+    for name in sorted(os.listdir(folder)) if os.path.isdir(folder) else []:
+        path = os.path.join(folder, name, "results.json")
+        if os.path.isfile(path):
+            return json.load(open(path))
+    return {}
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="opmask-sweep",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    sub = p.add_subparsers(dest="command", required=True)
+    s = sub.add_parser("submit", help="submit every point as one job array and return")
+    s.add_argument("sweep_file")
+    s.add_argument("--out", help="sweep folder (default sweeps/NAME)")
+    s.add_argument("--dist-timeout", type=float, default=30.0, help="collective timeout (min)")
+    add_resource_flags(s)
+    for name, help_ in (
+        ("status", "a table per point: state, progress, loss, ETA, AP, requeues"),
+        ("resume", "resubmit only unfinished or failed points"),
+        ("cancel", "scancel the sweep's jobs (or --point I ...)"),
+        ("collect", "write results.csv and results.md of final metrics"),
+    ):
+        c = sub.add_parser(name, help=help_)
+        c.add_argument("folder", help="the sweep folder (holding sweep.json)")
+        if name == "cancel":
+            c.add_argument("--point", type=int, nargs="+", help="only these point indices")
+        if name == "resume":
+            c.add_argument("--dist-timeout", type=float, default=30.0)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    commands = {
+        "submit": cmd_submit,
+        "status": cmd_status,
+        "resume": cmd_resume,
+        "cancel": cmd_cancel,
+        "collect": cmd_collect,
+    }
+    try:
+        return commands[args.command](args)
+    except (ConfigError, RunFolderError, LaunchError) as e:
+        print(f"opmask-sweep: error: {e}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

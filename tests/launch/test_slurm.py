@@ -1,0 +1,305 @@
+"""opmask-submit / opmask-sweep against a real SLURM cluster (never a mock of sbatch or sacct)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+import yaml
+
+from opmask.config import load_config
+from opmask.engine.checkpoint import load_verified
+from opmask.engine.train_loop import train
+from tests.conftest import SHAPES_OPMASK, TINY
+from tests.launch.conftest import wait_final, wait_for
+
+SMALL = {k: v for k, v in zip(TINY[0::2], TINY[1::2]) if k != "VIS_PERIOD"}
+NO_VIS = ["VIS_PERIOD", "0", "DATASETS.TEST", "()"]
+
+
+def submit(args, datasets_root, cwd, *, opts=()):
+    env = dict(os.environ, OPMASK_DATASETS=datasets_root)
+    cmd = [
+        sys.executable,
+        "-m",
+        "launch.submit",
+        "--config-file",
+        SHAPES_OPMASK,
+        *args,
+        *TINY,
+        *opts,
+    ]
+    return subprocess.run(cmd, env=env, cwd=cwd, capture_output=True, text=True, timeout=120)
+
+
+def job_id(proc) -> str:
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    line = next(x for x in proc.stdout.splitlines() if x.startswith("submitted job"))
+    return line.split()[-1]
+
+
+def _metrics(run):
+    path = run / "metrics.json"
+    return [json.loads(x) for x in open(path)] if path.exists() else []
+
+
+def _attempts(run):
+    path = run / "attempts.jsonl"
+    return [json.loads(x) for x in open(path)] if path.exists() else []
+
+
+def test_dry_run_prints_sbatch_lines_and_config(slurm, datasets_root, tmp_path):
+    proc = submit(
+        [
+            "--output-dir",
+            str(tmp_path / "run"),
+            "--dry-run",
+            "--nodes",
+            "2",
+            "--tasks-per-node",
+            "1",
+            "--time",
+            "45",
+            "--partition",
+            "debug",
+        ],
+        datasets_root,
+        str(tmp_path),
+        opts=["SOLVER.MAX_ITER", "77"],
+    )
+    assert proc.returncode == 0, proc.stderr
+    for line in (
+        "#SBATCH --nodes=2",
+        "#SBATCH --ntasks-per-node=1",
+        "#SBATCH --time=45",
+        "#SBATCH --partition=debug",
+        "#SBATCH --signal=USR2@30",
+        "#SBATCH --requeue",
+        "#SBATCH --open-mode=append",
+        "MAX_ITER: 77",
+    ):
+        assert line in proc.stdout, line
+    assert not (tmp_path / "run").exists()  # nothing written, nothing submitted
+
+
+@pytest.mark.parametrize(
+    "case,args,opts,message",
+    [
+        ("unknown key", [], ["SOLVER.BASE_RL", "1"], "unknown config key SOLVER.BASE_RL"),
+        ("no partition", ["--partition", "nope"], [], "partition 'nope' does not exist"),
+        (
+            "world size",
+            ["--nodes", "2", "--tasks-per-node", "1"],
+            ["SOLVER.IMS_PER_BATCH", "3"],
+            "not a multiple of the world size",
+        ),
+    ],
+)
+def test_bad_input_is_refused_before_submitting(
+    slurm, datasets_root, tmp_path, case, args, opts, message
+):
+    before = subprocess.run(["squeue", "-h"], capture_output=True, text=True).stdout
+    proc = submit(
+        ["--output-dir", str(tmp_path / "run"), *args], datasets_root, str(tmp_path), opts=opts
+    )
+    assert proc.returncode == 1
+    err = proc.stderr.strip().splitlines()
+    assert len(err) == 1 and message in err[0] and "Traceback" not in proc.stderr, err
+    assert subprocess.run(["squeue", "-h"], capture_output=True, text=True).stdout == before
+    assert not (tmp_path / "run").exists()
+
+
+def test_small_run_finishes_with_evaluation(slurm, datasets_root, tmp_path):
+    run = tmp_path / "run"
+    proc = submit(
+        ["--output-dir", str(run)], datasets_root, str(tmp_path), opts=["SOLVER.MAX_ITER", "3"]
+    )
+    jid = job_id(proc)
+    assert f"run folder: {run}" in proc.stdout and "squeue -j" in proc.stdout
+    assert wait_final(jid)[-1] == "COMPLETED"
+    assert json.loads((run / "inference" / "shapes_val" / "results.json").read_text())["segm"]
+    assert [a["outcome"] for a in _attempts(run)] == ["completed"]
+
+
+def test_two_node_gloo_job(slurm, datasets_root, tmp_path):
+    run = tmp_path / "run"
+    jid = job_id(
+        submit(
+            ["--output-dir", str(run), "--nodes", "2", "--tasks-per-node", "1"],
+            datasets_root,
+            str(tmp_path),
+            opts=["SOLVER.MAX_ITER", "3", *NO_VIS],
+        )
+    )
+    assert wait_final(jid)[-1] == "COMPLETED"
+    assert "rank 0 of 2" in (run / "log.txt").read_text()
+    assert "rank 1 of 2" in (run / "log.txt.rank1").read_text()  # the second node's task
+    assert [m["iteration"] for m in _metrics(run)] == [0, 1, 2]
+
+
+def test_preempted_twice_resumes_and_matches_uninterrupted(
+    slurm, datasets_root, tmp_path, monkeypatch
+):
+    run = tmp_path / "run"
+    opts = ["SOLVER.MAX_ITER", "40", "SOLVER.CHECKPOINT_PERIOD", "1000", *NO_VIS]
+    jid = job_id(submit(["--output-dir", str(run)], datasets_root, str(tmp_path), opts=opts))
+    seen = []
+    for n in (1, 2):
+        floor = seen[-1] if seen else 0
+        wait_for(
+            lambda f=floor: any(m["iteration"] > f + 2 for m in _metrics(run)),
+            240,
+            f"progress before preemption {n}",
+        )
+        subprocess.run(["scancel", "--signal=USR2", jid], check=True)
+        rec = wait_for(
+            lambda k=n: len(_attempts(run)) >= k and _attempts(run)[k - 1],
+            120,
+            f"checkpoint for preemption {n}",
+        )
+        assert rec["outcome"] == "preemption" and rec["iteration"] > floor
+        seen.append(rec["iteration"])
+    states = wait_final(jid, timeout=400)
+    assert states.count("REQUEUED") == 2 and states[-1] == "COMPLETED"
+    assert [a["outcome"] for a in _attempts(run)] == ["preemption", "preemption", "completed"]
+    assert seen[0] < seen[1]  # each resume started from a newer checkpoint
+    # the same config, uninterrupted, in this process
+    monkeypatch.setenv("OPMASK_DATASETS", datasets_root)
+    cfg = load_config(SHAPES_OPMASK, TINY + opts)
+    train(cfg, str(tmp_path / "local"), resume=False)
+    a = load_verified(str(run / "models" / "model_final.pth"))["model"]
+    b = load_verified(str(tmp_path / "local" / "models" / "model_final.pth"))["model"]
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    logs = list((run / "slurm").rglob("*_0_log.out"))
+    assert logs and "Resumed from" in "".join(p.read_text() for p in logs)  # attempts' logs kept
+
+
+def test_timeout_is_requeued_within_budget_then_stops(slurm, datasets_root, tmp_path):
+    run = tmp_path / "run"
+    jid = job_id(
+        submit(
+            [
+                "--output-dir",
+                str(run),
+                "--time",
+                "1",
+                "--signal-delay-s",
+                "40",
+                "--max-requeue-timeouts",
+                "1",
+            ],
+            datasets_root,
+            str(tmp_path),
+            opts=["SOLVER.MAX_ITER", "100000", "SOLVER.CHECKPOINT_PERIOD", "100000", *NO_VIS],
+        )
+    )
+    states = wait_final(jid, timeout=400)
+    outcomes = [a["outcome"] for a in _attempts(run)]
+    assert outcomes == ["timeout", "timeout"], outcomes  # one requeue (budget 1), then stop
+    assert states.count("REQUEUED") == 1
+    assert all(a["iteration"] is not None for a in _attempts(run))
+
+
+def test_bad_input_in_the_job_is_not_requeued(slurm, datasets_root, tmp_path):
+    run = tmp_path / "run"
+    jid = job_id(
+        submit(
+            ["--output-dir", str(run)],
+            datasets_root,
+            str(tmp_path),
+            opts=["DATASETS.TRAIN", f"('{tmp_path}/missing.json:{tmp_path}',)"],
+        )
+    )
+    states = wait_final(jid)
+    assert "REQUEUED" not in states and states[-1] == "FAILED"
+    assert [a["outcome"] for a in _attempts(run)] == ["application_error"]
+
+
+def sweep(args, datasets_root, cwd):
+    env = dict(os.environ, OPMASK_DATASETS=datasets_root)
+    return subprocess.run(
+        [sys.executable, "-m", "launch.sweep", *args],
+        env=env,
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+
+def test_sweep_array_status_collect_cancel_resume(slurm, datasets_root, tmp_path):
+    spec = {
+        "name": "seeds",
+        "config": SHAPES_OPMASK,
+        "overrides": SMALL
+        | {"VIS_PERIOD": 0, "SOLVER.CHECKPOINT_PERIOD": 5, "DATALOADER.NUM_WORKERS": 0},
+        "grid": {"SEED": [1, 2]},
+        "points": [{"SOLVER.MAX_ITER": 3}, {"SOLVER.MAX_ITER": 60}],
+    }
+    (tmp_path / "sweep.yaml").write_text(yaml.safe_dump(spec))
+    out = tmp_path / "sw"
+    proc = sweep(
+        ["submit", str(tmp_path / "sweep.yaml"), "--out", str(out)], datasets_root, str(tmp_path)
+    )
+    assert proc.returncode == 0, proc.stderr
+    manifest = json.loads((out / "sweep.json").read_text())
+    ids = [p["job_ids"][0] for p in manifest["points"]]
+    assert len(ids) == 4 and len({i.split("_")[0] for i in ids}) == 1  # one array
+    long = [p for p in manifest["points"] if p["overrides"]["SOLVER.MAX_ITER"] == 60]
+    victim = long[0]
+    wait_for(lambda: len(_metrics(_path(victim))) >= 7, 300, "the long point to run")
+    assert (
+        sweep(
+            ["cancel", str(out), "--point", str(victim["index"])], datasets_root, str(tmp_path)
+        ).returncode
+        == 0
+    )
+    for p in manifest["points"]:
+        if p is not victim:
+            wait_final(p["job_ids"][0], timeout=600)
+    status = sweep(["status", str(out)], datasets_root, str(tmp_path)).stdout
+    assert len(status.strip().splitlines()) == 5  # header + every point
+    assert "CANCELLED" in status and "COMPLETED" in status and "3/3" in status
+    proc = sweep(["resume", str(out)], datasets_root, str(tmp_path))
+    assert proc.returncode == 0 and f"[{victim['index']}]" in proc.stdout, proc.stdout
+    after = json.loads((out / "sweep.json").read_text())
+    rerun = [p for p in after["points"] if len(p["job_ids"]) == 2]
+    assert [p["index"] for p in rerun] == [victim["index"]]  # only the cancelled point
+    assert wait_final(rerun[0]["job_ids"][1], timeout=600)[-1] == "COMPLETED"
+    collect = sweep(["collect", str(out)], datasets_root, str(tmp_path))
+    assert collect.returncode == 0
+    rows = (out / "results.csv").read_text().strip().splitlines()
+    assert len(rows) == 5 and "segm_weak_AP" in rows[0]
+    assert (out / "results.md").read_text().count("\n") == 6
+    again = sweep(["resume", str(out)], datasets_root, str(tmp_path))
+    assert "nothing to resume" in again.stdout  # finished points are never rerun
+
+
+def _path(point):
+    from pathlib import Path
+
+    return Path(point["run_dir"])
+
+
+def test_bad_sweep_file_is_refused(slurm, datasets_root, tmp_path):
+    (tmp_path / "bad.yaml").write_text("config: x.yaml\ngrid: {SEED: 3}\n")
+    proc = sweep(
+        ["submit", str(tmp_path / "bad.yaml"), "--out", str(tmp_path / "o")],
+        datasets_root,
+        str(tmp_path),
+    )
+    assert proc.returncode == 1 and "grid values must be non-empty lists" in proc.stderr
+    (tmp_path / "bad2.yaml").write_text(
+        yaml.safe_dump({"config": SHAPES_OPMASK, "grid": {"SOLVER.BASE_RL": [1, 2]}})
+    )
+    proc = sweep(
+        ["submit", str(tmp_path / "bad2.yaml"), "--out", str(tmp_path / "o2")],
+        datasets_root,
+        str(tmp_path),
+    )
+    assert proc.returncode == 1 and "unknown config key SOLVER.BASE_RL" in proc.stderr
+    assert not (tmp_path / "o2" / "sweep.json").exists()
