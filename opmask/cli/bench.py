@@ -84,14 +84,18 @@ def _ours_step(config: str, batch, device):
 
 
 def _torchvision_step(batch, size: int, device):
-    from torchvision.models.detection import maskrcnn_resnet50_fpn
+    """torchvision's Mask R-CNN R50-FPN with our baseline's backbone settings (FrozenBN, stem and
+    res2 frozen) — ``maskrcnn_resnet50_fpn(weights=None)`` would train every layer with BN."""
+    from torchvision.models import resnet50
+    from torchvision.models.detection import MaskRCNN
+    from torchvision.models.detection.backbone_utils import _resnet_fpn_extractor
+    from torchvision.ops.misc import FrozenBatchNorm2d
 
+    backbone = _resnet_fpn_extractor(resnet50(norm_layer=FrozenBatchNorm2d), trainable_layers=3)
     model = (
-        maskrcnn_resnet50_fpn(
-            weights=None,
-            weights_backbone=None,
+        MaskRCNN(
+            backbone,
             num_classes=81,
-            trainable_backbone_layers=3,
             min_size=size,
             max_size=size,
             image_mean=[0.0] * 3,
