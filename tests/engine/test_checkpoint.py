@@ -158,6 +158,26 @@ def test_resume_is_exact(shapes_env, tmp_path, procs):
     assert all(torch.equal(pa[k], pb[k]) for k in pa)
 
 
+def test_resume_purges_events_logged_after_the_checkpoint(shapes_env, tmp_path):
+    """Iterations 3-5 were logged, then the run 'crashed' back to its iteration-2 checkpoint:
+    after --resume, metrics.json and TensorBoard hold each step once, with the re-run values."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    cfg = load_config(SHAPES_OPMASK, TINY + NO_EVAL + ["SOLVER.MAX_ITER", "6"])
+    train(cfg, str(tmp_path), resume=False)
+    first = {m["iteration"]: m["total_loss"] for m in _losses(tmp_path)}
+    models = tmp_path / "models"
+    (models / "model_final.pth").unlink()
+    (models / "last_checkpoint").write_text("model_0000002.pth")
+    train(cfg, str(tmp_path), resume=True)
+    again = _losses(tmp_path)
+    assert [m["iteration"] for m in again] == list(range(6))
+    assert {m["iteration"]: m["total_loss"] for m in again} == first  # exact re-run
+    acc = EventAccumulator(str(tmp_path / "tensorboard"))
+    acc.Reload()
+    assert [e.step for e in acc.Scalars("total_loss")] == list(range(6))
+
+
 def _resume_worker(cfg_yaml, run_dir, flag):
     from fvcore.common.config import CfgNode
 

@@ -13,7 +13,7 @@ from fvcore.common.config import CfgNode
 
 from opmask.config import load_config
 from opmask.engine.launch import launch
-from opmask.engine.train_loop import NonFiniteLossError, train
+from opmask.engine.train_loop import NonFiniteLossError, evaluate_only, train
 from opmask.modeling.norm import NaiveSyncBatchNorm
 from tests.conftest import SHAPES_BASELINE, SHAPES_OPMASK, TINY
 
@@ -88,10 +88,13 @@ def _cfg(base, extra=()):
 
 
 def test_two_ranks_hold_identical_parameters_after_every_step(shapes_env, tmp_path, monkeypatch):
+    """Also: evaluation sharded over 2 ranks and gathered equals a 1-process evaluation."""
     monkeypatch.setenv("OPMASK_TEST_LOG", str(tmp_path / "checked"))
     cfg = _cfg(
         SHAPES_OPMASK,
         [
+            "DATASETS.TEST",
+            "('shapes_val',)",
             "MODEL.ROI_BOX_HEAD.NORM",
             "SyncBN",
             "MODEL.ROI_MASK_HEAD.NORM",
@@ -110,7 +113,16 @@ def test_two_ranks_hold_identical_parameters_after_every_step(shapes_env, tmp_pa
     assert code == 0
     assert (tmp_path / "checked").read_text().split() == ["0", "1", "2", "3"]
     lines = [json.loads(x) for x in open(tmp_path / "run" / "metrics.json")]
-    assert [m["iteration"] for m in lines] == [0, 1, 2, 3]  # rank 0 alone writes
+    assert [m["iteration"] for m in lines if "total_loss" in m] == [0, 1, 2, 3]  # rank 0 writes
+    inference = tmp_path / "run" / "inference" / "shapes_val"
+    gathered = json.loads((inference / "results.json").read_text())
+    predictions = json.loads((inference / "coco_instances_results.json").read_text())
+    single = evaluate_only(cfg, str(tmp_path / "run"))  # the same checkpoint, one process
+    for task in ("bbox", "segm", "segm_strong", "segm_weak"):
+        assert single[task] == gathered[task]
+    again = json.loads((inference / "coco_instances_results.json").read_text())
+    key = lambda r: (r["image_id"], r["score"], r["category_id"])  # noqa: E731
+    assert sorted(map(key, predictions)) == sorted(map(key, again))
 
 
 def test_two_ranks_of_batch_b_match_one_rank_of_batch_2b(shapes_env, tmp_path, monkeypatch):

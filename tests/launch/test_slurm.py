@@ -186,9 +186,9 @@ def test_timeout_is_requeued_within_budget_then_stops(slurm, datasets_root, tmp_
                 "--output-dir",
                 str(run),
                 "--time",
-                "1",
+                "2",  # USR2 ~70 s after start: well after start-up, even on a loaded machine
                 "--signal-delay-s",
-                "40",
+                "50",
                 "--max-requeue-timeouts",
                 "1",
             ],
@@ -303,3 +303,46 @@ def test_bad_sweep_file_is_refused(slurm, datasets_root, tmp_path):
     )
     assert proc.returncode == 1 and "unknown config key SOLVER.BASE_RL" in proc.stderr
     assert not (tmp_path / "o2" / "sweep.json").exists()
+
+
+def test_plain_sbatch_example_checkpoints_and_requeues_itself(slurm, datasets_root, tmp_path):
+    """slurm/sbatch_example.sh (no submitit), its GPU lines overridden for this CPU cluster."""
+    from tests.conftest import REPO
+
+    env = dict(os.environ, OPMASK_DATASETS=datasets_root)
+    script = os.path.join(REPO, "slurm", "sbatch_example.sh")
+    sub = subprocess.run(
+        [
+            "sbatch",
+            "--parsable",
+            "--nodes=2",
+            "--ntasks-per-node=1",
+            "--cpus-per-task=1",
+            "--gpus-per-node=0",
+            "--time=10",
+            script,
+            SHAPES_OPMASK,
+            "plain",
+            *TINY,
+            "SOLVER.MAX_ITER",
+            "40",
+            "SOLVER.CHECKPOINT_PERIOD",
+            "1000",
+            *NO_VIS,
+        ],
+        env=env,
+        cwd=str(tmp_path),
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    jid = sub.stdout.strip()
+    run = tmp_path / "output" / "OPMask" / "shapes_train_plain"
+    wait_for(lambda: len(_metrics(run)) >= 3, 240, "training to start")
+    subprocess.run(["scancel", "--signal=USR1", jid], check=True)
+    states = wait_final(jid, timeout=400)
+    assert states.count("REQUEUED") == 1 and states[-1] == "COMPLETED", states
+    log = (run / "log.txt").read_text()
+    assert "exiting with code 75" in log and "Resumed from" in log
+    assert [m["iteration"] for m in _metrics(run)] == list(range(40))
+    assert "rank 1 of 2" in (run / "log.txt.rank1").read_text()
