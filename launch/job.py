@@ -48,6 +48,25 @@ def last_iteration(run_dir: str) -> int | None:
     return int(stem[6:13]) if stem.startswith("model_0") else None
 
 
+def describe_attempt(run_dir: str) -> str:
+    """One job-log line: which attempt this is and how the previous one of this job ended."""
+    job = os.environ.get("SLURM_JOB_ID", "local")
+    restart = int(os.environ.get("SLURM_RESTART_COUNT", 0))
+    path = os.path.join(run_dir, "attempts.jsonl")
+    mine = [json.loads(x) for x in open(path)] if os.path.isfile(path) else []
+    mine = [a for a in mine if a["job_id"] == job]
+    line = f"[opmask] job {job}, attempt {restart + 1}, run folder {run_dir}"
+    if restart == 0:
+        return line
+    if len(mine) >= restart:
+        prev = mine[restart - 1]
+        return f"{line}; previous attempt: {prev['outcome']} at iteration {prev.get('iteration')}"
+    return (
+        f"{line}; previous attempt ended without a checkpoint request (node failure, "
+        "hard kill or scontrol requeue): resuming from the newest valid checkpoint"
+    )
+
+
 class _DeferredSignal:
     """Replaces submitit's USR2 handler: remember the signal and ask for a checkpoint. After the
     trainer has checkpointed, :meth:`hand_over` runs submitit's handler (requeue and exit)."""
@@ -80,6 +99,8 @@ class TrainJob:
         from opmask.cli.train import worker
 
         env = submitit.JobEnvironment()
+        if env.global_rank == 0:
+            print(describe_attempt(self.run_dir), flush=True)
         if env.num_tasks > 1:
             submitit.helpers.TorchDistributedEnvironment().export(set_cuda_visible_devices=False)
         deferred = _DeferredSignal()

@@ -339,7 +339,7 @@ def _final_results(run_dir: str) -> dict:
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="opmask-sweep",
-        description=__doc__,
+        description=__doc__.replace("``", ""),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     sub = p.add_subparsers(dest="command", required=True)

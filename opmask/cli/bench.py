@@ -163,7 +163,7 @@ def _data_and_eval(steps: int, eval_images: int) -> tuple[float, float, float]:
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(
         prog="opmask-bench",
-        description=__doc__,
+        description=__doc__.replace("``", ""),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")

@@ -10,7 +10,7 @@ from ..data.catalog import datasets_root
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="opmask-data", description=__doc__)
+    p = argparse.ArgumentParser(prog="opmask-data", description=__doc__.replace("``", ""))
     sub = p.add_subparsers(dest="command", required=True)
     s = sub.add_parser(
         "shapes",

@@ -53,7 +53,7 @@ INPUT_ERRORS = (
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="opmask-train",
-        description=__doc__,
+        description=__doc__.replace("``", ""),
         epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )

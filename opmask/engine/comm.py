@@ -41,13 +41,13 @@ def reduce_mean(values: dict[str, float]) -> dict[str, float]:
     return {k: v / get_world_size() for k, v in zip(keys, t.tolist())}
 
 
-def any_rank(flag: bool) -> bool:
-    """True on every rank if ``flag`` is True on any rank (one collective)."""
+def agree(*flags: bool) -> tuple[bool, ...]:
+    """For each flag: True on every rank if it is True on any rank (one collective for all)."""
     if get_world_size() == 1:
-        return flag
-    t = torch.tensor([1.0 if flag else 0.0])
+        return tuple(bool(f) for f in flags)
+    t = torch.tensor([1.0 if f else 0.0 for f in flags])
     dist.all_reduce(t, op=dist.ReduceOp.MAX)
-    return bool(t.item() > 0)
+    return tuple(bool(v > 0) for v in t.tolist())
 
 
 def all_gather_objects(obj) -> list:

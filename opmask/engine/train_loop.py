@@ -91,10 +91,7 @@ def train(cfg, run_dir: str, *, resume: bool, after_step: Callable | None = None
             vis = cfg.VIS_PERIOD > 0 and it % cfg.VIS_PERIOD == 0
             with _autocast(cfg, model):
                 losses, extras = ddp(batch, vis=True)
-            nonfinite, stop = (
-                comm.any_rank(not _all_finite(losses)),
-                comm.any_rank(preempt.requested()),
-            )
+            nonfinite, stop = comm.agree(not _all_finite(losses), preempt.requested())
             if nonfinite:
                 raise NonFiniteLossError(_nonfinite_message(it, losses))
             optimizer.zero_grad(set_to_none=True)
