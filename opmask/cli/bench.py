@@ -75,7 +75,7 @@ def _ours_step(config: str, batch, device):
     opt = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=1e-4)
 
     def step():
-        loss = sum(model(batch).values())
+        loss = sum(model(batch)[0].values())
         opt.zero_grad()
         loss.backward()
         opt.step()
@@ -143,7 +143,7 @@ def _data_and_eval(steps: int, eval_images: int) -> tuple[float, float, float]:
         t = time.perf_counter()
         batch = next(loader)
         t1 = time.perf_counter()
-        sum(model(batch).values()).backward()
+        sum(model(batch)[0].values()).backward()
         data_t.append(t1 - t)
         step_t.append(time.perf_counter() - t1)
     val, vinfo = load_datasets(cfg.DATASETS.TEST)

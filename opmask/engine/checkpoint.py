@@ -19,6 +19,8 @@ import tempfile
 import numpy as np
 import torch
 
+from ..safeload import refusal_reason
+
 logger = logging.getLogger(__name__)
 
 _PERIODIC = re.compile(r"model_(\d{7})\.pth$")
@@ -156,11 +158,4 @@ def load_safely(f, name: str) -> dict:
     try:
         return torch.load(f, map_location="cpu", weights_only=True)
     except Exception as e:  # UnpicklingError for code-carrying pickles, others for garbage
-        raise CheckpointError(f"{name}: refused to load: {_reason(e)}") from None
-
-
-def _reason(e: Exception) -> str:
-    """The informative line of torch.load's long weights-only message."""
-    lines = [ln.strip() for ln in str(e).splitlines() if ln.strip()]
-    hits = [ln for ln in lines if "Unsupported global" in ln or "Unsupported operand" in ln]
-    return (hits or lines or [type(e).__name__])[0].split(". Please")[0]
+        raise CheckpointError(f"{name}: refused to load: {refusal_reason(e)}") from None

@@ -10,10 +10,13 @@ import threading
 
 logger = logging.getLogger(__name__)
 _requested = threading.Event()
+_reasons: list[str] = []  # why, in order of arrival (e.g. "SIGUSR1"); logged with the checkpoint
 
 
 def request(reason: str = "") -> None:
     """Ask for a checkpoint at the next step boundary. Safe in a signal handler."""
+    if reason:
+        _reasons.append(reason)
     _requested.set()
 
 
@@ -21,8 +24,14 @@ def requested() -> bool:
     return _requested.is_set()
 
 
+def reason() -> str:
+    """Why this process was asked to checkpoint ("" if it was not, or no reason was given)."""
+    return ", ".join(dict.fromkeys(_reasons))
+
+
 def clear() -> None:
     _requested.clear()
+    _reasons.clear()
 
 
 def install_signal_handlers(signals=(signal.SIGUSR1,)) -> None:

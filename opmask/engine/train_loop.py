@@ -41,8 +41,9 @@ class NonFiniteLossError(RuntimeError):
 class CheckpointedExit(Exception):
     """ "Checkpoint now" was honoured at ``iteration``; the process should exit to be resumed."""
 
-    def __init__(self, iteration: int, path: str):
-        super().__init__(f"checkpoint written at iteration {iteration}: {path}")
+    def __init__(self, iteration: int, path: str, reason: str = ""):
+        why = f" ({reason})" if reason else ""
+        super().__init__(f"checkpoint requested{why}, written at iteration {iteration}: {path}")
         self.iteration, self.path = iteration, path
 
 
@@ -90,7 +91,7 @@ def train(cfg, run_dir: str, *, resume: bool, after_step: Callable | None = None
             t_data = time.perf_counter() - t0
             vis = cfg.VIS_PERIOD > 0 and it % cfg.VIS_PERIOD == 0
             with _autocast(cfg, model):
-                losses, extras = ddp(batch, vis=True)
+                losses, extras = ddp(batch)
             nonfinite, stop = comm.agree(not _all_finite(losses), preempt.requested())
             if nonfinite:
                 raise NonFiniteLossError(_nonfinite_message(it, losses))
@@ -115,7 +116,8 @@ def train(cfg, run_dir: str, *, resume: bool, after_step: Callable | None = None
             for tag, img in roi_triptychs(extras, cfg.EXP.VIS_ROIS) if vis else []:
                 events.log_image(tag, img, it)
             if stop:
-                raise CheckpointedExit(it, _save(ckpt, f"model_{it:07d}.pth", state(it)))
+                path = _save(ckpt, f"model_{it:07d}.pth", state(it))
+                raise CheckpointedExit(it, path, preempt.reason() or "on another rank")
             last = it + 1 == max_iter
             if not last and (it + 1) % cfg.SOLVER.CHECKPOINT_PERIOD == 0:
                 _save(ckpt, f"model_{it:07d}.pth", state(it))

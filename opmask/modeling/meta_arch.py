@@ -22,9 +22,10 @@ class OPMask(nn.Module):
     class-agnostic Mask R-CNN baseline trained with the same partially supervised mask loss.
 
     Input: a list of dicts from ``DatasetMapper`` (``image`` (3, H, W) 0-255; ``instances`` when
-    training). Training returns a dict of losses; inference a list of dicts per image with
-    ``boxes`` (D, 4) in original image coordinates, ``scores``, ``labels`` (1..K) and ``masks``
-    (D, 1, height, width) probabilities.
+    training). Training returns ``(losses, extras)``: the dict of losses, and the tensors the loop
+    visualises (OMP, predicted and GT masks of the foreground RoIs). Inference returns a list of
+    dicts per image with ``boxes`` (D, 4) in original image coordinates, ``scores``, ``labels``
+    (1..K) and ``masks`` (D, 1, height, width) probabilities.
     """
 
     def __init__(
@@ -67,7 +68,7 @@ class OPMask(nn.Module):
         self.register_buffer("pixel_std", torch.tensor(pixel_std).view(-1, 1, 1), False)
 
     # ------------------------------------------------------------------ the figure
-    def forward(self, batched_inputs: list[dict], vis: bool = False):
+    def forward(self, batched_inputs: list[dict]):
         images = self.preprocess(batched_inputs)
         features = self.backbone(images.tensors)  # p2..p6, each (B, C, H/s, W/s)
         targets = (
@@ -82,7 +83,7 @@ class OPMask(nn.Module):
         losses, extras = self._forward_train(roi_feats, proposals, targets)
         losses["loss_rpn_cls"] = rpn_losses["loss_objectness"]
         losses["loss_rpn_loc"] = rpn_losses["loss_rpn_box_reg"]
-        return (losses, extras) if vis else losses
+        return losses, extras
 
     def _forward_train(self, roi_feats, proposals, targets) -> tuple[dict, dict]:
         """Box and partially supervised mask losses on sampled RoIs; extras for visualisation."""

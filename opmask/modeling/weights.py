@@ -18,7 +18,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..engine.checkpoint import _reason
+from ..safeload import refusal_reason
 
 logger = logging.getLogger(__name__)
 
@@ -115,7 +115,7 @@ def _read_state(path: str) -> tuple[dict, str]:
     try:
         data = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:
-        raise UnsafeWeightsError(f"{path}: refused: {_reason(e)}") from None
+        raise UnsafeWeightsError(f"{path}: refused: {refusal_reason(e)}") from None
     except (RuntimeError, EOFError) as e:
         raise UnsafeWeightsError(f"{path}: not a readable weights file: {e}") from None
     state = data.get("model", data) if isinstance(data, dict) else None

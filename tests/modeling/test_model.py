@@ -46,9 +46,13 @@ def test_r50_opmask_forward_backward_finite_losses():
     )
     model = build_model(cfg, strong_classes=[1])  # label 62 is weak
     model.train()
-    losses = model(_batch())
+    losses, extras = model(_batch())
     assert set(losses) == LOSSES
     assert all(torch.isfinite(v) for v in losses.values())
+    fg = len(extras["labels"])  # what the loop visualises: one row per foreground RoI
+    assert fg > 0 and extras["prior"].shape == (fg, 1, 14, 14)
+    assert extras["mask"].shape == (fg, 1, 28, 28) and extras["gt"].shape == (fg, 28, 28)
+    assert 0 <= extras["prior"].min() and extras["prior"].max() <= 1
     sum(losses.values()).backward()
     grads = [p.grad for p in model.mask_head.parameters()]
     assert all(g is not None for g in grads)
@@ -79,7 +83,7 @@ def test_baseline_has_no_prior_and_trains_on_all_weak_batch():
     batch = _batch()
     batch[0]["instances"]["labels"] = torch.tensor([5, 6])  # both weak
     model.train()
-    losses = model(batch)
+    losses, _ = model(batch)
     assert losses["loss_mask"].item() == 0.0
     losses["loss_mask"].backward()
     assert all(torch.count_nonzero(p.grad) == 0 for p in model.mask_head.parameters())
