@@ -32,6 +32,7 @@ _C.MODEL.RESNETS.STRIDE_IN_1X1 = (
 _C.MODEL.FPN = CN()
 _C.MODEL.FPN.IN_FEATURES = ["res2", "res3", "res4", "res5"]  # backbone stages used by the FPN
 _C.MODEL.FPN.OUT_CHANNELS = 256  # FPN width (the mask RoI feature width)
+_C.MODEL.FPN.NORM = ""  # norm after the FPN's lateral and output convs: "", BN, SyncBN, GN
 
 _C.MODEL.ANCHOR_GENERATOR = CN()
 _C.MODEL.ANCHOR_GENERATOR.SIZES = [[32], [64], [128], [256], [512]]  # anchor sizes per level P2-P6

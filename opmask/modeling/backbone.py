@@ -17,7 +17,10 @@ _STAGES = ["layer1", "layer2", "layer3", "layer4"]  # res2..res5
 
 class ResNetFPN(nn.Module):
     """ResNet-{18,34,50,101} + FPN. Input (B, 3, H, W); output OrderedDict p2..p6, each
-    (B, out_channels, H/2^k, W/2^k) with k = 2..6. H and W must be multiples of 32."""
+    (B, out_channels, H/2^k, W/2^k) with k = 2..6. H and W must be multiples of 32.
+
+    ``norm`` is the ResNet's norm; ``fpn_norm`` ("" for none, Detectron2's default) follows each
+    lateral and output conv of the FPN, which keeps the pyramid's features at unit scale."""
 
     size_divisibility = 32
 
@@ -28,6 +31,7 @@ class ResNetFPN(nn.Module):
         norm: str = "FrozenBN",
         freeze_at: int = 2,
         out_channels: int = 256,
+        fpn_norm: str = "",
         in_features=("res2", "res3", "res4", "res5"),
         stride_in_1x1: bool = True,
     ):
@@ -52,6 +56,7 @@ class ResNetFPN(nn.Module):
             in_channels_list=[width * 2**i for i in stage_ids],
             out_channels=out_channels,
             extra_blocks=LastLevelMaxPool(),
+            norm_layer=partial(_norm_layer, fpn_norm) if fpn_norm else None,
         )
         self.out_channels = out_channels
         first = stage_ids[0] + 2

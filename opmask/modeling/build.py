@@ -109,6 +109,7 @@ def build_model(cfg, strong_classes: Sequence[int] | None = None) -> OPMask:
         norm=m.RESNETS.NORM,
         freeze_at=m.BACKBONE.FREEZE_AT,
         out_channels=m.FPN.OUT_CHANNELS,
+        fpn_norm=m.FPN.NORM,
         in_features=m.FPN.IN_FEATURES,
         stride_in_1x1=m.RESNETS.STRIDE_IN_1X1,
     )

@@ -126,11 +126,14 @@ def test_two_ranks_hold_identical_parameters_after_every_step(shapes_env, tmp_pa
 
 
 def test_two_ranks_of_batch_b_match_one_rank_of_batch_2b(shapes_env, tmp_path, monkeypatch):
-    # Deterministic heads: frozen BN, every anchor/RoI used (no random subsampling), no flips
-    # mixed differently: each image's augmentation is seeded by its stream position.
+    # Deterministic heads: frozen BN and no FPN norm (batch statistics would differ between one
+    # batch of 4 and two of 2), every anchor/RoI used (no random subsampling), no flips mixed
+    # differently: each image's augmentation is seeded by its stream position.
     extra = [
         "MODEL.RESNETS.NORM",
         "FrozenBN",
+        "MODEL.FPN.NORM",
+        "",
         "MODEL.RPN.BATCH_SIZE_PER_IMAGE",
         "1000000",
         "MODEL.ROI_HEADS.BATCH_SIZE_PER_IMAGE",

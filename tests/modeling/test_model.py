@@ -118,6 +118,22 @@ def test_freeze_at(freeze_at, frozen):
     assert body.layer2[0].conv1.weight.requires_grad
 
 
+@pytest.mark.parametrize("norm", ["", "BN", "GN"])
+def test_fpn_norm_follows_every_fpn_conv(norm):
+    cfg = load_config(
+        os.path.join(REPO, "configs", "shapes", "baseline_R18_shapes.yaml"),
+        ["MODEL.FPN.NORM", norm],
+    )
+    backbone = build_model(cfg).backbone.train()
+    fpn = backbone.fpn.fpn
+    norms = [b[1] for b in [*fpn.inner_blocks, *fpn.layer_blocks] if len(b) > 1]
+    assert len(norms) == (0 if norm == "" else 8)  # 4 lateral + 4 output convs
+    p2 = backbone(torch.rand(4, 3, 64, 64) * 100)["p2"]  # (4, 64, 16, 16)
+    if norm == "BN":  # training-mode BN: each channel standardised over the batch
+        torch.testing.assert_close(p2.mean(dim=(0, 2, 3)), torch.zeros(64), atol=1e-4, rtol=0)
+        torch.testing.assert_close(p2.std(dim=(0, 2, 3)), torch.ones(64), atol=1e-2, rtol=0)
+
+
 def test_mapper_output_feeds_model(tmp_path):
     from PIL import Image
 
