@@ -1,14 +1,19 @@
 """A synthetic partially supervised instance segmentation dataset, written as real COCO JSON + PNG.
 
-Eight shape classes, half of them mask-supervised ("strong"). Built so that segmenting a weak class
-needs a general notion of "the primary object in this box": textured, cluttered backgrounds;
-two-tone textured interiors (no colour threshold works); objects placed to overlap and occlude each
-other, so a box often holds parts of other objects; unannotated distractor strokes and blobs; scales
-from 22 to 64 pixels. Deterministic: the same seed gives byte-identical files.
+Eight shape classes, half of them mask-supervised ("strong"). Like real categories, each class has
+a characteristic appearance: its own hue family (1/8 of the hue circle apart), drawn in two random
+tones with a random pattern (stripes, checks, blotches, gradient), so no single colour threshold
+segments it. Backgrounds are textured and cluttered with unannotated strokes and blobs; objects
+are placed to overlap and occlude each other, so a box often holds parts of other objects — and
+box-only ("weak") objects often appear, as background, inside the boxes whose masks are
+supervised. That is the partially supervised trap the paper addresses: a class-agnostic mask head
+learns to call the weak classes background, while the box head's class activation maps still
+find them. Scales from 22 to 64 pixels. Deterministic: the same seed gives byte-identical files.
 """
 
 from __future__ import annotations
 
+import colorsys
 import json
 import os
 import shutil
@@ -23,6 +28,7 @@ CLASSES = ["circle", "square", "triangle", "star", "hexagon", "cross", "crescent
 STRONG = ["circle", "square", "star", "ring"]  # masks given; the others are box-only
 MIN_RADIUS, MAX_RADIUS = 11, 32  # object sizes 22-64 px: smaller shapes are ambiguous even to us
 OBJECTS = (3, 6)  # objects drawn per image (before dropping heavily occluded ones)
+HUE_JITTER = 1 / 32  # each class has its own hue family (1/8 of the hue circle apart)
 _VERTICES = {"circle": 24, "square": 4, "triangle": 3, "hexagon": 6}
 
 
@@ -74,9 +80,19 @@ def _shape_mask(name: str, polys: list, h: int, w: int) -> np.ndarray:
     return outer & (1 - segm_to_mask([polys[1]], h, w))
 
 
-def _texture(rng: np.random.Generator, h: int, w: int) -> np.ndarray:
+def _class_colours(rng: np.random.Generator, name: str) -> tuple[np.ndarray, np.ndarray]:
+    """Two tones (dark, light) of the class's hue family, as RGB in 0..255."""
+    hue = CLASSES.index(name) / len(CLASSES)
+    tones = []
+    for value in (rng.uniform(0.3, 0.6), rng.uniform(0.7, 1.0)):
+        h = (hue + rng.uniform(-HUE_JITTER, HUE_JITTER)) % 1.0
+        tones.append(np.array(colorsys.hsv_to_rgb(h, rng.uniform(0.55, 1.0), value)) * 255)
+    return tones[0], tones[1]
+
+
+def _texture(rng: np.random.Generator, h: int, w: int, colours: tuple | None = None) -> np.ndarray:
     """(H, W, 3) float two-tone pattern: stripes, checks, blotches or a gradient."""
-    c1, c2 = rng.uniform(0, 255, 3), rng.uniform(0, 255, 3)
+    c1, c2 = colours if colours is not None else (rng.uniform(0, 255, 3), rng.uniform(0, 255, 3))
     yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
     kind = rng.integers(4)
     if kind == 0:
@@ -141,7 +157,8 @@ def render_image(rng: np.random.Generator, h: int, w: int) -> tuple[np.ndarray, 
         full = _shape_mask(name, polys, h, w)
         if full.sum() < 30:
             continue
-        img = np.where(full[..., None] > 0, _texture(rng, h, w), img)
+        tex = _texture(rng, h, w, _class_colours(rng, name))
+        img = np.where(full[..., None] > 0, tex, img)
         for o in objects:  # this object occludes earlier ones
             o["mask"] = o["mask"] & (1 - full)
         objects.append(

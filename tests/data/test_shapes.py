@@ -1,6 +1,7 @@
 import json
 
 import numpy as np
+from PIL import Image
 from pycocotools.coco import COCO
 
 from opmask.data.coco import load_coco_json
@@ -42,3 +43,25 @@ def test_refuses_to_overwrite(tmp_path):
 
     with pytest.raises(FileExistsError):
         generate(str(tmp_path / "s"), seed=1, num_train=2, num_val=1, image_size=64)
+
+
+def test_each_class_has_its_own_hue_family(tmp_path):
+    """Objects are coloured from their class's hue family (what the box head's CAM can find), in
+    two tones with a random pattern, so no single colour threshold segments them."""
+    import colorsys
+
+    generate(str(tmp_path / "s"), seed=2, num_train=12, num_val=1, image_size=96)
+    coco = COCO(str(tmp_path / "s" / "train" / "annotations.json"))
+    checked = 0
+    for a in coco.anns.values():
+        m = coco.annToMask(a).astype(bool)
+        if m.sum() < 60:
+            continue
+        info = coco.imgs[a["image_id"]]
+        img = np.asarray(Image.open(tmp_path / "s" / "train" / "images" / info["file_name"]))
+        hues = np.array([colorsys.rgb_to_hsv(*(px / 255.0))[0] for px in img[m][::3]])
+        want = (a["category_id"] - 1) / len(CLASSES)
+        off = np.abs((hues - want + 0.5) % 1.0 - 0.5)  # circular distance on the hue circle
+        assert np.median(off) < 0.5 / len(CLASSES), (a["id"], CLASSES[a["category_id"] - 1])
+        checked += 1
+    assert checked >= 20
