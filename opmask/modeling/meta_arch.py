@@ -177,6 +177,37 @@ class OPMask(nn.Module):
             self._to_original(d, size, x) for d, size, x in zip(dets, image_sizes, batched_inputs)
         ]
 
+    @torch.no_grad()
+    def segment_given_boxes(
+        self, image: torch.Tensor, boxes: torch.Tensor, labels: torch.Tensor
+    ) -> dict:
+        """Segment known objects, skipping the RPN and box post-processing: the GT-box diagnostic
+        that separates mask quality from detection quality.
+
+        Args:
+            image: (3, H, W), 0-255, as ``DatasetMapper`` gives it.
+            boxes: (N, 4) xyxy in that image's coordinates.
+            labels: (N,) classes 1..K whose OMP to use.
+
+        Returns:
+            ``masks`` (N, H, W) probabilities pasted into the image; ``prior`` (N, H, W), the OMP
+            pasted likewise (None without a prior); ``class_logits`` (N, K+1) of the box head.
+        """
+        dev = self.pixel_mean.device
+        boxes, labels = boxes.to(dev).float(), labels.to(dev)
+        features = self.backbone(self.preprocess([{"image": image}]).tensors)
+        roi_feats = [features[f] for f in self.roi_features]
+        box_maps, class_logits, _ = self._forward_box(roi_feats, [boxes])
+        prior = self._prior(box_maps, torch.arange(len(boxes), device=dev), labels)
+        probs = self._forward_mask(roi_feats, [boxes], prior).sigmoid()  # (N, 1, M', M')
+        size = tuple(image.shape[1:])
+        paste = lambda m: paste_masks_in_image(m.float(), boxes, size, padding=1)[:, 0]  # noqa: E731
+        return {
+            "masks": paste(probs),
+            "prior": None if prior is None else paste(prior),
+            "class_logits": class_logits,
+        }
+
     @staticmethod
     def _to_original(det: dict, size, x: dict) -> dict:
         """Rescale boxes to the original image and paste masks at its resolution."""

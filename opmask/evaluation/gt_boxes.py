@@ -1,0 +1,119 @@
+"""The GT-box diagnostic: how well a model segments when boxes and classes are given.
+
+Mask AP mixes detection and segmentation errors. Given the ground-truth boxes (and GT classes for
+the prior), only the mask head is judged. For the strong and the weak classes separately it
+reports the mean mask IoU (prediction >= 0.5 vs GT mask), the mean IoU of the OMP alone
+thresholded at 0.5 (OPMask only: how much the prior already knows), and the box head's
+classification accuracy on the GT boxes.
+
+    python -m opmask.evaluation.gt_boxes RUN_DIR      # newest valid checkpoint, first test set
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from collections import defaultdict
+
+import numpy as np
+import torch
+
+from ..config import load_config
+from ..data.build import load_datasets, strong_ids_from_cfg
+from ..data.mapper import DatasetMapper
+from ..engine.checkpoint import Checkpointer, CheckpointError, atomic_write_bytes
+from ..modeling import build_model
+
+NAMES = (
+    ("mask_iou", "mask IoU"),
+    ("omp_iou", "OMP >= 0.5 IoU"),
+    ("cls_acc", "classification accuracy"),
+)
+
+
+def mask_iou(pred: torch.Tensor, gt: torch.Tensor) -> torch.Tensor:
+    """Pairwise-aligned IoU of two (N, H, W) boolean stacks: (N,); an empty union counts 0."""
+    inter = (pred & gt).flatten(1).sum(1)
+    union = (pred | gt).flatten(1).sum(1)
+    return inter / union.clamp(min=1)
+
+
+def gt_box_diagnostics(model, dicts: list[dict], mapper, strong_labels) -> dict[str, float]:
+    """Means over all GT instances of ``dicts``, keyed ``{mask_iou,omp_iou,cls_acc}_{strong,weak}``
+    (``omp_iou_*`` only for models with a prior; a split without instances is left out).
+
+    ``mapper`` must give ``instances`` with masks (``is_train=True``, no flip); ``strong_labels``
+    are model labels (1..K) of the mask-supervised classes.
+    """
+    values = defaultdict(list)
+    model.eval()
+    for d in dicts:
+        x = mapper(d)
+        inst = x["instances"]
+        if len(inst["boxes"]) == 0:
+            continue
+        out = model.segment_given_boxes(x["image"], inst["boxes"], inst["labels"])
+        gt = inst["masks"].bool()
+        per = {
+            "mask_iou": mask_iou(out["masks"].cpu() >= 0.5, gt),
+            "cls_acc": (out["class_logits"].argmax(1).cpu() == inst["labels"]).float(),
+        }
+        if out["prior"] is not None:
+            per["omp_iou"] = mask_iou(out["prior"].cpu() >= 0.5, gt)
+        for i, label in enumerate(inst["labels"].tolist()):
+            split = "strong" if label in strong_labels else "weak"
+            for key, v in per.items():
+                values[f"{key}_{split}"].append(float(v[i]))
+    return {k: float(np.mean(v)) for k, v in sorted(values.items())}
+
+
+def format_table(res: dict[str, float]) -> str:
+    rows = [f"{'GT boxes':<26}{'strong':>8}{'weak':>8}"]
+    for key, name in NAMES:
+        if f"{key}_strong" in res or f"{key}_weak" in res:
+            cells = "".join(
+                f"{res[f'{key}_{s}']:>8.3f}" if f"{key}_{s}" in res else f"{'-':>8}"
+                for s in ("strong", "weak")
+            )
+            rows.append(f"{name:<26}{cells}")
+    return "\n".join(rows)
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(
+        prog="python -m opmask.evaluation.gt_boxes",
+        description=__doc__.split("\n\n")[1],
+    )
+    p.add_argument("run_dir", help="a run folder of opmask-train (config.yaml + models/)")
+    args = p.parse_args(argv)
+    torch.set_grad_enabled(False)
+    try:
+        cfg = load_config(os.path.join(args.run_dir, "config.yaml"))
+        dicts, info = load_datasets(cfg.DATASETS.TEST[:1])
+        found = Checkpointer(os.path.join(args.run_dir, "models")).load_latest_valid()
+        if found is None:
+            raise CheckpointError(f"{args.run_dir}/models: no valid checkpoint")
+    except (CheckpointError, FileNotFoundError, ValueError) as e:
+        print(f"gt_boxes: error: {e}", file=sys.stderr)
+        return 1
+    model = build_model(cfg)
+    model.load_state_dict(found[1]["model"])
+    mapper = DatasetMapper(
+        is_train=True,
+        min_sizes=[cfg.INPUT.MIN_SIZE_TEST],
+        max_size=cfg.INPUT.MAX_SIZE_TEST,
+        image_format=cfg.INPUT.FORMAT,
+    )
+    strong = {info.category_ids.index(c) + 1 for c in strong_ids_from_cfg(cfg, info)}
+    res = gt_box_diagnostics(model, dicts, mapper, strong)
+    out = os.path.join(args.run_dir, "inference", info.name, "gt_box_diagnostics.json")
+    os.makedirs(os.path.dirname(out), exist_ok=True)
+    atomic_write_bytes(out, json.dumps({"checkpoint": found[0], **res}, indent=1).encode())
+    print(f"{format_table(res)}\n\n{found[0]} on {info.name}; written {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
