@@ -71,6 +71,9 @@ def _ours_step(config: str, batch, device):
     cfg = load_config(
         os.path.join(REPO, "configs", config), ["MODEL.WEIGHTS", "", "MODEL.DEVICE", str(device)]
     )
+    # Seeded: the mask head's cost grows with the number of foreground RoIs, which depends on the
+    # random init (proposals) and on RoI sampling; without a seed, runs are not comparable.
+    torch.manual_seed(0)
     model = build_model(cfg, strong_classes=range(1, 21)).train()
     opt = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=1e-4)
 
@@ -91,6 +94,7 @@ def _torchvision_step(batch, size: int, device):
     from torchvision.models.detection.backbone_utils import _resnet_fpn_extractor
     from torchvision.ops.misc import FrozenBatchNorm2d
 
+    torch.manual_seed(0)  # as in _ours_step
     backbone = _resnet_fpn_extractor(resnet50(norm_layer=FrozenBatchNorm2d), trainable_layers=3)
     model = (
         MaskRCNN(
