@@ -15,6 +15,7 @@ import sys
 import time
 
 from ..data.catalog import BUILTIN, datasets_root
+from ..data.coco import DatasetError
 from ..engine.checkpoint import atomic_write_bytes
 
 REPO_CONFIGS = os.path.join(
@@ -43,13 +44,22 @@ def comparison_table(results: dict[str, dict]) -> str:
 
 
 def _ensure_data(seed: int) -> None:
+    """Generate the shapes dataset for ``seed`` if missing; refuse one made with another seed."""
     json_file = os.path.join(datasets_root(), BUILTIN["shapes_train"][0])
     if os.path.isfile(json_file):
-        print(f"[demo] using the synthetic dataset in {datasets_root()}/shapes")
+        with open(json_file, encoding="utf-8") as f:
+            found = json.load(f).get("info", {}).get("seed")
+        if found != seed:
+            raise DatasetError(
+                f"{json_file} was generated with seed {found}, not --data-seed {seed}: point "
+                "OPMASK_DATASETS at another folder (and use another --out), or regenerate it "
+                f"with opmask-data shapes --seed {seed} --overwrite"
+            )
+        print(f"[demo] using the synthetic dataset in {datasets_root()}/shapes (seed {seed})")
         return
     from ..data.shapes import generate
 
-    print(f"[demo] generating the synthetic dataset in {datasets_root()}/shapes ...")
+    print(f"[demo] generating the synthetic dataset (seed {seed}) in {datasets_root()}/shapes ...")
     generate(os.path.join(datasets_root(), "shapes"), seed=seed, num_train=600, num_val=100)
 
 
@@ -60,7 +70,12 @@ def main(argv: list[str] | None = None) -> int:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("--out", default="output/demo", help="demo folder (default output/demo)")
-    p.add_argument("--data-seed", type=int, default=0, help="seed of the generated dataset")
+    p.add_argument(
+        "--data-seed",
+        type=int,
+        default=0,
+        help="seed of the generated dataset (an existing one must have been made with it)",
+    )
     p.add_argument(
         "opts",
         nargs=argparse.REMAINDER,
@@ -71,7 +86,11 @@ def main(argv: list[str] | None = None) -> int:
     from . import train as train_cli
 
     start = time.perf_counter()
-    _ensure_data(args.data_seed)
+    try:
+        _ensure_data(args.data_seed)
+    except (DatasetError, OSError) as e:
+        print(f"opmask-demo: error: {e}", file=sys.stderr)
+        return 1
     results = {}
     for name, config in MODELS:
         print(f"[demo] {name}: training and evaluating ({config})")
