@@ -81,23 +81,14 @@ def format_table(res: dict[str, float]) -> str:
     return "\n".join(rows)
 
 
-def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(
-        prog="python -m opmask.evaluation.gt_boxes",
-        description=__doc__.split("\n\n")[1],
-    )
-    p.add_argument("run_dir", help="a run folder of opmask-train (config.yaml + models/)")
-    args = p.parse_args(argv)
-    torch.set_grad_enabled(False)
-    try:
-        cfg = load_config(os.path.join(args.run_dir, "config.yaml"))
-        dicts, info = load_datasets(cfg.DATASETS.TEST[:1])
-        found = Checkpointer(os.path.join(args.run_dir, "models")).load_latest_valid()
-        if found is None:
-            raise CheckpointError(f"{args.run_dir}/models: no valid checkpoint")
-    except (CheckpointError, FileNotFoundError, ValueError) as e:
-        print(f"gt_boxes: error: {e}", file=sys.stderr)
-        return 1
+def diagnose_run(run_dir: str) -> tuple[dict[str, float], str]:
+    """Diagnostics of the newest valid checkpoint of ``run_dir`` on its first test dataset,
+    written to ``inference/{dataset}/gt_box_diagnostics.json``; returns (results, that path)."""
+    cfg = load_config(os.path.join(run_dir, "config.yaml"))
+    dicts, info = load_datasets(cfg.DATASETS.TEST[:1])
+    found = Checkpointer(os.path.join(run_dir, "models")).load_latest_valid()
+    if found is None:
+        raise CheckpointError(f"{run_dir}/models: no valid checkpoint")
     model = build_model(cfg)
     model.load_state_dict(found[1]["model"])
     mapper = DatasetMapper(
@@ -107,11 +98,27 @@ def main(argv: list[str] | None = None) -> int:
         image_format=cfg.INPUT.FORMAT,
     )
     strong = {info.category_ids.index(c) + 1 for c in strong_ids_from_cfg(cfg, info)}
-    res = gt_box_diagnostics(model, dicts, mapper, strong)
-    out = os.path.join(args.run_dir, "inference", info.name, "gt_box_diagnostics.json")
+    with torch.no_grad():
+        res = gt_box_diagnostics(model, dicts, mapper, strong)
+    out = os.path.join(run_dir, "inference", info.name, "gt_box_diagnostics.json")
     os.makedirs(os.path.dirname(out), exist_ok=True)
     atomic_write_bytes(out, json.dumps({"checkpoint": found[0], **res}, indent=1).encode())
-    print(f"{format_table(res)}\n\n{found[0]} on {info.name}; written {out}")
+    return res, out
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(
+        prog="python -m opmask.evaluation.gt_boxes",
+        description=__doc__.split("\n\n")[1],
+    )
+    p.add_argument("run_dir", help="a run folder of opmask-train (config.yaml + models/)")
+    args = p.parse_args(argv)
+    try:
+        res, out = diagnose_run(args.run_dir)
+    except (CheckpointError, FileNotFoundError, ValueError) as e:
+        print(f"gt_boxes: error: {e}", file=sys.stderr)
+        return 1
+    print(f"{format_table(res)}\n\nwritten {out}")
     return 0
 
 

@@ -18,6 +18,12 @@ def test_demo_trains_both_models_and_writes_the_comparison(datasets_root, tmp_pa
         )
         assert summary[model] == {t: run_results[t]["AP"] for t in TASKS}
         assert (out / model / "models" / "model_final.pth").is_file()
+    for model in ("baseline", "opmask"):  # the GT-box diagnostic of each run, as written there
+        written = out / model / "inference" / "shapes_val" / "gt_box_diagnostics.json"
+        diag = json.loads(written.read_text())
+        assert summary["gt_boxes"][model] == {k: v for k, v in diag.items() if k != "checkpoint"}
+        assert f"{diag['mask_iou_weak']:.3f}" in first.stdout
+    assert "omp_iou_weak" in summary["gt_boxes"]["opmask"]
     table = first.stdout[first.stdout.index("model ") :]
     assert "weak mask AP" in table and "gain" in table
     gain = next(line for line in table.splitlines() if line.startswith("gain")).split()
