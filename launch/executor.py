@@ -16,6 +16,10 @@ PROFILE_DIR = os.path.join(
 )
 
 
+# Every job: append to its logs across requeues, and let SLURM requeue it.
+_SBATCH_EXTRA = {"open-mode": "append", "requeue": True}
+
+
 class LaunchError(ValueError):
     """Bad launcher input (profile, sweep file, partition...): reported before submitting."""
 
@@ -37,6 +41,11 @@ class Resources:
     signal_delay_s: int = 120  # USR2 this long before the time limit: checkpoint and requeue
     max_requeue_timeouts: int = 3  # requeues allowed after timeouts (preemptions are unlimited)
     array_parallelism: int = 8  # sweeps: points running at once
+
+    @property
+    def tasks(self) -> int:
+        """Tasks (training processes) per node: ``tasks_per_node``, else one per GPU, else 1."""
+        return self.tasks_per_node or max(1, self.gpus_per_node)
 
 
 def add_resource_flags(p: argparse.ArgumentParser) -> None:
@@ -107,15 +116,14 @@ def check_partition(partition: str) -> None:
 
 
 def executor_parameters(res: Resources, name: str) -> dict:
-    tasks = res.tasks_per_node or max(1, res.gpus_per_node)
     params = {
         "name": name,
         "nodes": res.nodes,
-        "tasks_per_node": tasks,
+        "tasks_per_node": res.tasks,
         "cpus_per_task": res.cpus_per_task,
         "timeout_min": res.time_min,
         "slurm_signal_delay_s": res.signal_delay_s,
-        "slurm_additional_parameters": {"open-mode": "append", "requeue": True},
+        "slurm_additional_parameters": dict(_SBATCH_EXTRA),
     }
     if res.gpus_per_node:
         params["gpus_per_node"] = res.gpus_per_node
@@ -134,7 +142,7 @@ def make_executor(folder: str, res: Resources, name: str, *, local: bool):
         ex.update_parameters(
             timeout_min=res.time_min,
             nodes=1,
-            tasks_per_node=res.tasks_per_node or max(1, res.gpus_per_node),
+            tasks_per_node=res.tasks,
             gpus_per_node=res.gpus_per_node,
         )
         return ex
@@ -156,7 +164,7 @@ def sbatch_script(folder: str, res: Resources, name: str, array_count: int | Non
         partition=res.partition or None,
         time=res.time_min,
         nodes=res.nodes,
-        ntasks_per_node=res.tasks_per_node or max(1, res.gpus_per_node),
+        ntasks_per_node=res.tasks,
         cpus_per_task=res.cpus_per_task,
         gpus_per_node=res.gpus_per_node or None,
         qos=res.qos or None,
@@ -164,7 +172,7 @@ def sbatch_script(folder: str, res: Resources, name: str, array_count: int | Non
         account=res.account or None,
         mem=f"{int(res.mem_gb)}GB" if res.mem_gb else None,
         signal_delay_s=res.signal_delay_s,
-        additional_parameters={"open-mode": "append", "requeue": True},
+        additional_parameters=dict(_SBATCH_EXTRA),
         map_count=array_count,
         array_parallelism=res.array_parallelism,
     )

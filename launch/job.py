@@ -20,6 +20,7 @@ import time
 import submitit
 
 from opmask.engine import exit_codes, preempt
+from opmask.engine.checkpoint import Checkpointer, periodic_iteration
 from opmask.engine.launch import launch
 
 logger = logging.getLogger("opmask.launch")
@@ -40,21 +41,26 @@ def record_attempt(run_dir: str, **fields) -> None:
         f.write(json.dumps(fields) + "\n")
 
 
+def read_attempts(run_dir: str) -> list[dict]:
+    """The outcomes recorded in RUN/attempts.jsonl, oldest first."""
+    path = os.path.join(run_dir, "attempts.jsonl")
+    if not os.path.isfile(path):
+        return []
+    with open(path, encoding="utf-8") as f:
+        return [json.loads(line) for line in f]
+
+
 def last_iteration(run_dir: str) -> int | None:
-    name = os.path.join(run_dir, "models", "last_checkpoint")
-    if not os.path.isfile(name):
-        return None
-    stem = open(name).read().strip()
-    return int(stem[6:13]) if stem.startswith("model_0") else None
+    """Iteration of the newest periodic checkpoint (None when it is ``model_final.pth``)."""
+    name = Checkpointer(os.path.join(run_dir, "models")).last_name()
+    return None if name is None else periodic_iteration(name)
 
 
 def describe_attempt(run_dir: str) -> str:
     """One job-log line: which attempt this is and how the previous one of this job ended."""
     job = os.environ.get("SLURM_JOB_ID", "local")
     restart = int(os.environ.get("SLURM_RESTART_COUNT", 0))
-    path = os.path.join(run_dir, "attempts.jsonl")
-    mine = [json.loads(x) for x in open(path)] if os.path.isfile(path) else []
-    mine = [a for a in mine if a["job_id"] == job]
+    mine = [a for a in read_attempts(run_dir) if a["job_id"] == job]
     line = f"[opmask] job {job}, attempt {restart + 1}, run folder {run_dir}"
     if restart == 0:
         return line

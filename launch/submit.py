@@ -86,7 +86,7 @@ def parser() -> argparse.ArgumentParser:
 
 
 def check_world(cfg, res: Resources) -> None:
-    world = res.nodes * (res.tasks_per_node or max(1, res.gpus_per_node))
+    world = res.nodes * res.tasks
     if cfg.SOLVER.IMS_PER_BATCH % world:
         raise LaunchError(
             f"SOLVER.IMS_PER_BATCH ({cfg.SOLVER.IMS_PER_BATCH}) is not a multiple "

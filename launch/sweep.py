@@ -45,7 +45,7 @@ from .executor import (
     make_executor,
     resolve_resources,
 )
-from .job import TrainJob
+from .job import TrainJob, read_attempts
 from .submit import check_world
 
 MANIFEST = "sweep.json"
@@ -83,7 +83,8 @@ def read_sweep_file(path: str) -> dict:
     if not os.path.isfile(path):
         raise LaunchError(f"sweep file not found: {path}")
     try:
-        spec = yaml.safe_load(open(path, encoding="utf-8"))
+        with open(path, encoding="utf-8") as f:
+            spec = yaml.safe_load(f)
     except yaml.YAMLError as e:
         raise LaunchError(f"{path}: not valid YAML: {e}") from None
     if not isinstance(spec, dict) or "config" not in spec:
@@ -138,7 +139,11 @@ def run_progress(run_dir: str) -> dict:
     """Iteration, loss, ETA and latest APs from metrics.json; outcomes from attempts.jsonl."""
     info: dict = {"iteration": None, "loss": None, "eta": None, "strong": None, "weak": None}
     path = os.path.join(run_dir, "metrics.json")
-    for line in open(path) if os.path.isfile(path) else []:
+    lines = []
+    if os.path.isfile(path):
+        with open(path, encoding="utf-8") as f:
+            lines = f.readlines()
+    for line in lines:
         try:
             m = json.loads(line)
         except json.JSONDecodeError:
@@ -147,8 +152,7 @@ def run_progress(run_dir: str) -> dict:
             info.update(iteration=m["iteration"] + 1, loss=m["total_loss"], eta=m["eta_seconds"])
         if "segm_weak/AP" in m:
             info.update(strong=m.get("segm_strong/AP"), weak=m["segm_weak/AP"])
-    path = os.path.join(run_dir, "attempts.jsonl")
-    attempts = [json.loads(x) for x in open(path)] if os.path.isfile(path) else []
+    attempts = read_attempts(run_dir)
     info["outcomes"] = [a["outcome"] for a in attempts]
     info["finished"] = bool(attempts) and attempts[-1]["outcome"] == "completed"
     return info
@@ -169,14 +173,10 @@ def cmd_submit(args) -> int:
     for i, overrides in enumerate(expand_points(spec)):  # validate everything first
         cfg = load_config(spec["config"], _opts(overrides))
         check_world(cfg, res)
+        name = exp_id(overrides)
+        run_dir = os.path.join(out, "runs", name)
         points.append(
-            {
-                "index": i,
-                "exp_id": exp_id(overrides),
-                "overrides": overrides,
-                "run_dir": os.path.join(out, "runs", exp_id(overrides)),
-                "cfg": cfg,
-            }
+            {"index": i, "exp_id": name, "overrides": overrides, "run_dir": run_dir, "cfg": cfg}
         )
     if len({p["exp_id"] for p in points}) < len(points):
         raise LaunchError("two points have the same overrides")
@@ -223,7 +223,8 @@ def load_manifest(folder: str) -> dict:
     path = os.path.join(folder, MANIFEST)
     if not os.path.isfile(path):
         raise LaunchError(f"no sweep manifest at {path}")
-    return json.load(open(path))
+    with open(path, encoding="utf-8") as f:
+        return json.load(f)
 
 
 def _fmt(v, spec=".3f"):
@@ -241,7 +242,7 @@ def status_rows(manifest: dict) -> list[dict]:
                 "point": p["index"],
                 "exp_id": p["exp_id"],
                 "job": p["job_ids"][-1],
-                "state": history[-1] if history else "UNKNOWN",
+                "state": _current_state(states, p),
                 "iter": f"{prog['iteration'] or 0}/{_max_iter(p)}",
                 "loss": _fmt(prog["loss"]),
                 "eta": "-"
@@ -255,6 +256,12 @@ def status_rows(manifest: dict) -> list[dict]:
             }
         )
     return rows
+
+
+def _current_state(states: dict[str, list[str]], point: dict) -> str:
+    """SLURM state of the point's newest job's latest attempt."""
+    history = states.get(point["job_ids"][-1], [])
+    return history[-1] if history else "UNKNOWN"
 
 
 def _max_iter(point: dict) -> int:
@@ -278,11 +285,11 @@ def cmd_status(args) -> int:
 
 def cmd_resume(args) -> int:
     manifest = load_manifest(args.folder)
-    rows = {r["point"]: r for r in status_rows(manifest)}
+    states = sacct_states([p["job_ids"][-1] for p in manifest["points"]])
     todo = [
         p
         for p in manifest["points"]
-        if not run_progress(p["run_dir"])["finished"] and rows[p["index"]]["state"] not in ACTIVE
+        if not run_progress(p["run_dir"])["finished"] and _current_state(states, p) not in ACTIVE
     ]
     if not todo:
         print("nothing to resume: every point finished or is queued/running")
@@ -332,7 +339,8 @@ def _final_results(run_dir: str) -> dict:
     for name in sorted(os.listdir(folder)) if os.path.isdir(folder) else []:
         path = os.path.join(folder, name, "results.json")
         if os.path.isfile(path):
-            return json.load(open(path))
+            with open(path, encoding="utf-8") as f:
+                return json.load(f)
     return {}
 
 
@@ -359,7 +367,9 @@ def parser() -> argparse.ArgumentParser:
         if name == "cancel":
             c.add_argument("--point", type=int, nargs="+", help="only these point indices")
         if name == "resume":
-            c.add_argument("--dist-timeout", type=float, default=30.0)
+            c.add_argument(
+                "--dist-timeout", type=float, default=30.0, help="collective timeout (min)"
+            )
     return p
 
 

@@ -28,7 +28,7 @@ CLASSES = ["circle", "square", "triangle", "star", "hexagon", "cross", "crescent
 STRONG = ["circle", "square", "star", "ring"]  # masks given; the others are box-only
 MIN_RADIUS, MAX_RADIUS = 11, 32  # object sizes 22-64 px: smaller shapes are ambiguous even to us
 OBJECTS = (3, 6)  # objects drawn per image (before dropping heavily occluded ones)
-HUE_JITTER = 1 / 32  # each class has its own hue family (1/8 of the hue circle apart)
+HUE_JITTER = 1 / 32  # a tone's hue is the class's hue +- this (class hues are 1/8 apart)
 _VERTICES = {"circle": 24, "square": 4, "triangle": 3, "hexagon": 6}
 
 

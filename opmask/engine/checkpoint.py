@@ -26,6 +26,12 @@ logger = logging.getLogger(__name__)
 _PERIODIC = re.compile(r"model_(\d{7})\.pth$")
 
 
+def periodic_iteration(name: str) -> int | None:
+    """The iteration in a periodic checkpoint's name (``model_0000123.pth`` -> 123), else None."""
+    m = _PERIODIC.match(name)
+    return int(m.group(1)) if m else None
+
+
 class CheckpointError(RuntimeError):
     """No usable checkpoint, or an incompatible one."""
 
@@ -115,15 +121,21 @@ class Checkpointer:
                 if os.path.exists(p):
                     os.unlink(p)
 
+    def last_name(self) -> str | None:
+        """The file ``last_checkpoint`` names (e.g. ``model_0000099.pth``), or None."""
+        last = self.path("last_checkpoint")
+        if not os.path.isfile(last):
+            return None
+        with open(last, encoding="utf-8") as f:
+            return f.read().strip()
+
     def candidates(self) -> list[str]:
         """Checkpoint files, newest first: ``last_checkpoint``'s target, then by iteration."""
         if not os.path.isdir(self.folder):
             return []
         names = sorted((n for n in os.listdir(self.folder) if _PERIODIC.match(n)), reverse=True)
-        last = self.path("last_checkpoint")
-        if os.path.isfile(last):
-            with open(last, encoding="utf-8") as f:
-                newest = f.read().strip()
+        newest = self.last_name()
+        if newest is not None:
             if newest in names:
                 names.remove(newest)
             if os.path.isfile(self.path(newest)):

@@ -98,8 +98,7 @@ def diagnose_run(run_dir: str) -> tuple[dict[str, float], str]:
         image_format=cfg.INPUT.FORMAT,
     )
     strong = {info.category_ids.index(c) + 1 for c in strong_ids_from_cfg(cfg, info)}
-    with torch.no_grad():
-        res = gt_box_diagnostics(model, dicts, mapper, strong)
+    res = gt_box_diagnostics(model, dicts, mapper, strong)
     out = os.path.join(run_dir, "inference", info.name, "gt_box_diagnostics.json")
     os.makedirs(os.path.dirname(out), exist_ok=True)
     atomic_write_bytes(out, json.dumps({"checkpoint": found[0], **res}, indent=1).encode())
