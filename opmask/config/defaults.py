@@ -16,6 +16,8 @@ _C.MODEL.WEIGHTS = ""  # torchvision ResNet state dict (.pth) or Detectron2/Caff
 _C.MODEL.MASK_ON = True  # predict instance masks
 _C.MODEL.PIXEL_MEAN = [103.530, 116.280, 123.675]  # per-channel mean in INPUT.FORMAT order, 0-255
 _C.MODEL.PIXEL_STD = [1.0, 1.0, 1.0]  # per-channel std (1.0 for Caffe2 MSRA weights)
+_C.MODEL.CHANNELS_LAST = False  # channels-last memory format for backbone and heads (GPU speed)
+_C.MODEL.COMPILE = False  # torch.compile the backbone and the conv heads (opt-in; first steps slow)
 
 _C.MODEL.BACKBONE = CN()
 _C.MODEL.BACKBONE.NAME = "build_resnet_fpn_backbone"  # the only backbone builder we ship
@@ -129,6 +131,7 @@ _C.SOLVER.CLIP_GRADIENTS.NORM_TYPE = 2.0  # p of the norm for CLIP_TYPE "norm"
 _C.SOLVER.AMP = CN()
 _C.SOLVER.AMP.ENABLED = False  # automatic mixed precision
 _C.SOLVER.AMP.DTYPE = "float16"  # float16 (with GradScaler) or bfloat16
+_C.SOLVER.TF32 = True  # allow TF32 tensor cores for fp32 matmul/conv on CUDA (Ampere and newer)
 
 # ---------------------------------------------------------------------------- test
 _C.TEST = CN()
@@ -139,7 +142,7 @@ _C.TEST.EXPECTED_RESULTS = []  # unused; kept for Detectron2 config compatibilit
 # ---------------------------------------------------------------------------- misc
 _C.OUTPUT_DIR = "./output"  # root of run folders: OUTPUT_DIR/EXP.FOLDER_NAME/{dataset}_{exp-id}
 _C.SEED = -1  # global seed (negative: drawn at random and written to config.yaml)
-_C.CUDNN_BENCHMARK = False  # cudnn autotuner
+_C.CUDNN_BENCHMARK = False  # cudnn autotuner (faster convs at fixed input sizes; resume-safe)
 _C.VIS_PERIOD = 0  # every N iterations write OMP | mask | GT images to TensorBoard (0: never)
 
 # ---------------------------------------------------------------------------- OPMask
