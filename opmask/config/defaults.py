@@ -39,6 +39,10 @@ _C.MODEL.FPN.NORM = ""  # norm after the FPN's lateral and output convs: "", BN,
 _C.MODEL.ANCHOR_GENERATOR = CN()
 _C.MODEL.ANCHOR_GENERATOR.SIZES = [[32], [64], [128], [256], [512]]  # anchor sizes per level P2-P6
 _C.MODEL.ANCHOR_GENERATOR.ASPECT_RATIOS = [[0.5, 1.0, 2.0]]  # height/width ratios, all levels
+_C.MODEL.ANCHOR_GENERATOR.OFFSET = 0.0  # first anchor centre, in strides from the corner, [0, 1)
+
+_C.MODEL.PROPOSAL_GENERATOR = CN()
+_C.MODEL.PROPOSAL_GENERATOR.MIN_SIZE = 0  # proposals need width and height > this (input px)
 
 _C.MODEL.RPN = CN()
 _C.MODEL.RPN.IN_FEATURES = ["p2", "p3", "p4", "p5", "p6"]  # FPN levels the RPN sees
@@ -50,6 +54,10 @@ _C.MODEL.RPN.PRE_NMS_TOPK_TEST = 1000  # proposals per level before NMS (test)
 _C.MODEL.RPN.POST_NMS_TOPK_TRAIN = 1000  # proposals per image after NMS (train)
 _C.MODEL.RPN.POST_NMS_TOPK_TEST = 1000  # proposals per image after NMS (test)
 _C.MODEL.RPN.NMS_THRESH = 0.7  # RPN NMS IoU threshold
+_C.MODEL.RPN.BBOX_REG_WEIGHTS = (1.0, 1.0, 1.0, 1.0)  # (wx, wy, ww, wh) of the anchor deltas
+_C.MODEL.RPN.SMOOTH_L1_BETA = 0.0  # smooth-L1 beta of the RPN box loss; 0: L1
+_C.MODEL.RPN.LOSS_WEIGHT = 1.0  # multiplies loss_rpn_cls and loss_rpn_loc
+_C.MODEL.RPN.BBOX_REG_LOSS_WEIGHT = 1.0  # further multiplies loss_rpn_loc
 
 _C.MODEL.ROI_HEADS = CN()
 _C.MODEL.ROI_HEADS.NAME = "StandardROIHeads"  # kept for schema; FPNCamRoiHeads is an alias
