@@ -14,6 +14,7 @@ from typing import Any, Iterable, Sequence
 import yaml
 from fvcore.common.config import CfgNode
 
+from .checks import ConfigError, validate
 from .defaults import _C
 
 BASE_KEY = "_BASE_"
@@ -23,10 +24,6 @@ _VALUE_ALIASES = {
     "MODEL.ROI_BOX_HEAD.NAME": {"CAMBoxHeadConv": "CAMBoxHead"},
     "MODEL.ROI_MASK_HEAD.NAME": {"CamMaskHead": "CAMMaskHead"},
 }
-
-
-class ConfigError(ValueError):
-    """A config file, key or value is wrong; the message names which."""
 
 
 def get_cfg() -> CfgNode:
@@ -54,6 +51,14 @@ def _unknown_key_error(full_key: str, where: str) -> ConfigError:
     return ConfigError(f"{where}: unknown config key {full_key}{hint}")
 
 
+def _section_error(full_key: str, section: CfgNode, where: str) -> ConfigError:
+    example = next(iter(section), "")
+    return ConfigError(
+        f"{where}: {full_key} is a section, not a key: give a value to one of its keys, "
+        f"e.g. {full_key}.{example}"
+    )
+
+
 def _decode(value: Any) -> Any:
     """Strings that look like Python literals become them (as yacs does): "(1, 2)" -> (1, 2)."""
     if not isinstance(value, str):
@@ -68,8 +73,12 @@ def _coerce(full_key: str, default: Any, value: Any, where: str) -> Any:
     value = _decode(value)
     if isinstance(value, str):
         value = _VALUE_ALIASES.get(full_key, {}).get(value, value)
-    if default is None or value is None:
+    if default is None:
         return value
+    if value is None:
+        raise ConfigError(
+            f"{where}: config key {full_key} expects {type(default).__name__}, got None"
+        )
     if isinstance(default, bool) or isinstance(value, bool):
         if isinstance(default, bool) and isinstance(value, bool):
             return value
@@ -93,7 +102,7 @@ def _merge_dict(cfg: CfgNode, data: dict, where: str, prefix: str = "") -> None:
             raise _unknown_key_error(full, where)
         if isinstance(cfg[key], CfgNode):
             if not isinstance(value, dict):
-                raise ConfigError(f"{where}: config key {full} is a section; got {value!r}")
+                raise _section_error(full, cfg[key], where)
             _merge_dict(cfg[key], value, where, full + ".")
         else:
             cfg[key] = _coerce(full, _C_lookup(full), value, where)
@@ -143,19 +152,27 @@ def merge_overrides(cfg: CfgNode, opts: Sequence[str]) -> None:
             if part not in node or not isinstance(node[part], CfgNode):
                 raise _unknown_key_error(key, "command line")
             node = node[part]
-        if parts[-1] not in node or isinstance(node[parts[-1]], CfgNode):
+        if parts[-1] not in node:
             raise _unknown_key_error(key, "command line")
+        if isinstance(node[parts[-1]], CfgNode):
+            raise _section_error(key, node[parts[-1]], "command line")
         node[parts[-1]] = _coerce(key, _C_lookup(key), value, "command line")
 
 
 def load_config(config_file: str | None, opts: Iterable[str] = ()) -> CfgNode:
-    """Defaults, then the file chain, then the overrides; the result is frozen."""
+    """Defaults, then the file chain, then the overrides; every value checked; frozen.
+
+    Raises:
+        ConfigError: missing/invalid file, unknown key, wrong type, or a value outside its
+            declared range or choices (``checks.CHECKS``).
+    """
     cfg = get_cfg()
     if config_file:
         if not os.path.isfile(config_file):  # report it as the user wrote it
             raise ConfigError(f"config file not found: {config_file}")
         merge_file(cfg, config_file)
     merge_overrides(cfg, list(opts))
+    validate(cfg)
     cfg.freeze()
     return cfg
 

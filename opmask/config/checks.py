@@ -1,0 +1,314 @@
+"""The allowed values of every config key: one table, checked by ``load_config``.
+
+``CHECKS`` maps each leaf key of ``defaults.py`` to a check (a test keeps the two in step);
+``CROSS_CHECKS`` relate keys to each other. A check returns what is wrong (``"must be >= 1"``) or
+None; :func:`validate` turns the first problem into a :class:`ConfigError` naming key and value.
+Whether a device is present is not a property of the config but of the machine, so it is checked
+by :func:`check_device` where training starts, not at load time (a login node has no GPU).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import re
+from typing import Any, Callable, Iterator
+
+from fvcore.common.config import CfgNode
+
+logger = logging.getLogger(__name__)
+
+Check = Callable[[Any], "str | None"]
+
+
+class ConfigError(ValueError):
+    """A config file, key or value is wrong; the message names which."""
+
+
+def _is_int(v: Any) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _is_num(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+
+def integer(lo: int | None = None, hi: int | None = None) -> Check:
+    def check(v):
+        if not _is_int(v):
+            return "must be an integer"
+        if lo is not None and v < lo:
+            return f"must be >= {lo}"
+        if hi is not None and v > hi:
+            return f"must be <= {hi}"
+        return None
+
+    return check
+
+
+def period(off: bool) -> Check:
+    """Every N iterations: N >= 1, or also 0 (= off) when ``off``."""
+    inner = integer(0 if off else 1)
+    return lambda v: inner(v) and inner(v) + (" (0: off)" if off else "")
+
+
+def number(lo: float | None = None, hi: float | None = None, *, gt: float | None = None) -> Check:
+    def check(v):
+        if not _is_num(v) or not math.isfinite(v):
+            return "must be a finite number"
+        if gt is not None and v <= gt:
+            return f"must be > {gt}"
+        if lo is not None and v < lo:
+            return f"must be >= {lo}"
+        if hi is not None and v > hi:
+            return f"must be <= {hi}"
+        return None
+
+    return check
+
+
+def choice(*options: Any) -> Check:
+    return lambda v: None if v in options and type(v) is type(options[0]) else (
+        f"must be one of {list(options)}"
+    )
+
+
+def text(nonempty: bool = False) -> Check:
+    def check(v):
+        if not isinstance(v, str):
+            return "must be a string"
+        return "must not be empty" if nonempty and not v.strip() else None
+
+    return check
+
+
+def flag(v: Any) -> str | None:
+    return None if isinstance(v, bool) else "must be true or false"
+
+
+def anything(v: Any) -> None:
+    return None
+
+
+def seq(
+    item: Check, *, length: int | None = None, min_len: int = 0, increasing: bool = False
+) -> Check:
+    """A list/tuple whose items pass ``item``."""
+
+    def check(v):
+        if not isinstance(v, (list, tuple)):
+            return "must be a list"
+        if length is not None and len(v) != length:
+            return f"must have {length} items"
+        if len(v) < min_len:
+            return f"must have at least {min_len} item{'s' if min_len > 1 else ''}"
+        for i, x in enumerate(v):
+            problem = item(x)
+            if problem:
+                return f"item {i} ({x!r}) {problem}"
+        if increasing and any(b <= a for a, b in zip(v, v[1:])):
+            return "must be strictly increasing"
+        return None
+
+    return check
+
+
+def subset(*options: str) -> Check:
+    return seq(choice(*options), min_len=1)
+
+
+def device(v: Any) -> str | None:
+    ok = isinstance(v, str) and re.fullmatch(r"auto|cpu|cuda(:\d+)?", v)
+    return None if ok else "must be auto, cpu, cuda or cuda:N"
+
+
+NORMS = ("", "BN", "SyncBN", "GN", "FrozenBN")
+RES = ("res2", "res3", "res4", "res5")
+LEVELS = ("p2", "p3", "p4", "p5", "p6")
+POOLERS = choice("ROIAlignV2", "ROIAlign")
+FRACTION = number(0.0, 1.0)
+POSITIVE = integer(1)
+NONNEG = integer(0)
+
+CHECKS: dict[str, Check] = {
+    "VERSION": integer(1),
+    "MODEL.META_ARCHITECTURE": text(nonempty=True),
+    "MODEL.DEVICE": device,
+    "MODEL.WEIGHTS": text(),
+    "MODEL.MASK_ON": flag,
+    "MODEL.CHANNELS_LAST": flag,
+    "MODEL.COMPILE": flag,
+    "MODEL.PIXEL_MEAN": seq(number(), length=3),
+    "MODEL.PIXEL_STD": seq(number(gt=0), length=3),
+    "MODEL.BACKBONE.NAME": choice("build_resnet_fpn_backbone"),
+    "MODEL.BACKBONE.FREEZE_AT": integer(0, 5),
+    "MODEL.RESNETS.DEPTH": choice(18, 34, 50, 101),
+    "MODEL.RESNETS.OUT_FEATURES": subset(*RES),
+    "MODEL.RESNETS.NORM": choice(*NORMS[1:]),
+    "MODEL.RESNETS.STRIDE_IN_1X1": flag,
+    "MODEL.FPN.IN_FEATURES": subset(*RES),
+    "MODEL.FPN.OUT_CHANNELS": POSITIVE,
+    "MODEL.FPN.NORM": choice(*NORMS[:4]),
+    "MODEL.ANCHOR_GENERATOR.SIZES": seq(seq(number(gt=0), min_len=1), min_len=1),
+    "MODEL.ANCHOR_GENERATOR.ASPECT_RATIOS": seq(seq(number(gt=0), min_len=1), min_len=1),
+    "MODEL.ANCHOR_GENERATOR.OFFSET": lambda v: number(0.0)(v) or (None if v < 1 else "must be < 1"),
+    "MODEL.PROPOSAL_GENERATOR.MIN_SIZE": number(0.0),
+    "MODEL.RPN.IN_FEATURES": subset(*LEVELS),
+    "MODEL.RPN.BATCH_SIZE_PER_IMAGE": POSITIVE,
+    "MODEL.RPN.POSITIVE_FRACTION": FRACTION,
+    "MODEL.RPN.IOU_THRESHOLDS": seq(FRACTION, length=2, increasing=True),
+    "MODEL.RPN.PRE_NMS_TOPK_TRAIN": POSITIVE,
+    "MODEL.RPN.PRE_NMS_TOPK_TEST": POSITIVE,
+    "MODEL.RPN.POST_NMS_TOPK_TRAIN": POSITIVE,
+    "MODEL.RPN.POST_NMS_TOPK_TEST": POSITIVE,
+    "MODEL.RPN.NMS_THRESH": FRACTION,
+    "MODEL.RPN.BBOX_REG_WEIGHTS": seq(number(gt=0), length=4),
+    "MODEL.RPN.SMOOTH_L1_BETA": number(0.0),
+    "MODEL.RPN.LOSS_WEIGHT": number(0.0),
+    "MODEL.RPN.BBOX_REG_LOSS_WEIGHT": number(0.0),
+    "MODEL.ROI_HEADS.NAME": choice("StandardROIHeads", "FPNCamRoiHeads"),
+    "MODEL.ROI_HEADS.NUM_CLASSES": POSITIVE,
+    "MODEL.ROI_HEADS.IN_FEATURES": subset(*LEVELS),
+    "MODEL.ROI_HEADS.BATCH_SIZE_PER_IMAGE": POSITIVE,
+    "MODEL.ROI_HEADS.POSITIVE_FRACTION": FRACTION,
+    "MODEL.ROI_HEADS.IOU_THRESHOLDS": seq(FRACTION, length=1),
+    "MODEL.ROI_HEADS.SCORE_THRESH_TEST": FRACTION,
+    "MODEL.ROI_HEADS.NMS_THRESH_TEST": FRACTION,
+    "MODEL.ROI_BOX_HEAD.NAME": choice("FastRCNNConvFCHead", "CAMBoxHead"),
+    "MODEL.ROI_BOX_HEAD.NUM_CONV": NONNEG,
+    "MODEL.ROI_BOX_HEAD.CONV_DIM": POSITIVE,
+    "MODEL.ROI_BOX_HEAD.NUM_FC": NONNEG,
+    "MODEL.ROI_BOX_HEAD.FC_DIM": POSITIVE,
+    "MODEL.ROI_BOX_HEAD.NORM": choice(*NORMS[:4]),
+    "MODEL.ROI_BOX_HEAD.POOLER_RESOLUTION": POSITIVE,
+    "MODEL.ROI_BOX_HEAD.POOLER_SAMPLING_RATIO": NONNEG,
+    "MODEL.ROI_BOX_HEAD.POOLER_TYPE": POOLERS,
+    "MODEL.ROI_BOX_HEAD.BBOX_REG_WEIGHTS": seq(number(gt=0), length=4),
+    "MODEL.ROI_BOX_HEAD.SMOOTH_L1_BETA": number(0.0),
+    "MODEL.ROI_BOX_HEAD.CLS_AGNOSTIC_BBOX_REG": choice(False),
+    "MODEL.ROI_MASK_HEAD.NAME": choice("MaskRCNNConvUpsampleHead", "CAMMaskHead"),
+    "MODEL.ROI_MASK_HEAD.NUM_CONV": NONNEG,
+    "MODEL.ROI_MASK_HEAD.CONV_DIM": POSITIVE,
+    "MODEL.ROI_MASK_HEAD.NUM_CONV_UP": NONNEG,
+    "MODEL.ROI_MASK_HEAD.NORM": choice(*NORMS[:4]),
+    "MODEL.ROI_MASK_HEAD.POOLER_RESOLUTION": POSITIVE,
+    "MODEL.ROI_MASK_HEAD.POOLER_SAMPLING_RATIO": NONNEG,
+    "MODEL.ROI_MASK_HEAD.POOLER_TYPE": POOLERS,
+    "MODEL.ROI_MASK_HEAD.CLS_AGNOSTIC_MASK": choice(True),
+    "INPUT.MIN_SIZE_TRAIN": seq(POSITIVE, min_len=1),
+    "INPUT.MIN_SIZE_TRAIN_SAMPLING": choice("choice", "range"),
+    "INPUT.MAX_SIZE_TRAIN": POSITIVE,
+    "INPUT.MIN_SIZE_TEST": POSITIVE,
+    "INPUT.MAX_SIZE_TEST": POSITIVE,
+    "INPUT.FORMAT": choice("BGR", "RGB"),
+    "INPUT.RANDOM_FLIP": choice("horizontal", "none"),
+    "DATASETS.TRAIN": seq(text(nonempty=True)),
+    "DATASETS.TEST": seq(text(nonempty=True)),
+    "DATALOADER.NUM_WORKERS": NONNEG,
+    "DATALOADER.ASPECT_RATIO_GROUPING": flag,
+    "DATALOADER.FILTER_EMPTY_ANNOTATIONS": flag,
+    "SOLVER.MAX_ITER": POSITIVE,
+    "SOLVER.OPTIMIZER": choice("SGD", "AdamW"),
+    "SOLVER.BASE_LR": number(gt=0.0),
+    "SOLVER.MOMENTUM": number(0.0, 1.0),
+    "SOLVER.NESTEROV": flag,
+    "SOLVER.WEIGHT_DECAY": number(0.0),
+    "SOLVER.WEIGHT_DECAY_NORM": number(0.0),
+    "SOLVER.GAMMA": number(gt=0.0),
+    "SOLVER.STEPS": seq(POSITIVE, increasing=True),
+    "SOLVER.WARMUP_FACTOR": number(0.0, 1.0),
+    "SOLVER.WARMUP_ITERS": NONNEG,
+    "SOLVER.WARMUP_METHOD": choice("linear", "constant"),
+    "SOLVER.CHECKPOINT_PERIOD": period(off=False),
+    "SOLVER.MAX_TO_KEEP": NONNEG,
+    "SOLVER.IMS_PER_BATCH": POSITIVE,
+    "SOLVER.CLIP_GRADIENTS.ENABLED": flag,
+    "SOLVER.CLIP_GRADIENTS.CLIP_TYPE": choice("value", "norm"),
+    "SOLVER.CLIP_GRADIENTS.CLIP_VALUE": number(gt=0.0),
+    "SOLVER.CLIP_GRADIENTS.NORM_TYPE": lambda v: None if v == math.inf else number(gt=0.0)(v),
+    "SOLVER.TF32": flag,
+    "SOLVER.AMP.ENABLED": flag,
+    "SOLVER.AMP.DTYPE": choice("float16", "bfloat16"),
+    "TEST.EVAL_PERIOD": period(off=True),
+    "TEST.DETECTIONS_PER_IMAGE": POSITIVE,
+    "TEST.EXPECTED_RESULTS": anything,
+    "OUTPUT_DIR": text(nonempty=True),
+    "SEED": integer(hi=2**31 - 1 - 1024),  # + rank must still seed numpy
+    "CUDNN_BENCHMARK": flag,
+    "VIS_PERIOD": period(off=True),
+    "EXP.PS": choice("voc", "nvoc", "40_classes_inc", "", "dataset"),
+    "EXP.STRONG_CATEGORY_IDS": seq(integer(), increasing=False),
+    "EXP.TRAINER": text(),
+    "EXP.PRINT_PERIOD": period(off=False),
+    "EXP.FOLDER_NAME": text(nonempty=True),
+    "EXP.VIS_ROIS": NONNEG,
+}
+
+
+def _range_sampling(cfg: CfgNode) -> tuple[str, str] | None:
+    if cfg.INPUT.MIN_SIZE_TRAIN_SAMPLING == "range" and len(cfg.INPUT.MIN_SIZE_TRAIN) != 2:
+        return "INPUT.MIN_SIZE_TRAIN_SAMPLING", "is range: INPUT.MIN_SIZE_TRAIN needs 2 sizes"
+    return None
+
+
+def _unique_strong_ids(cfg: CfgNode) -> tuple[str, str] | None:
+    ids = cfg.EXP.STRONG_CATEGORY_IDS
+    if len(set(ids)) != len(ids):
+        return "EXP.STRONG_CATEGORY_IDS", "names a category twice"
+    return None
+
+
+CROSS_CHECKS: list[Callable[[CfgNode], "tuple[str, str] | None"]] = [
+    _range_sampling,
+    _unique_strong_ids,
+]
+
+
+def leaves(node: CfgNode, prefix: str = "") -> Iterator[tuple[str, Any]]:
+    """(full key, value) of every leaf."""
+    for k, v in node.items():
+        if isinstance(v, CfgNode):
+            yield from leaves(v, prefix + k + ".")
+        else:
+            yield prefix + k, v
+
+
+def validate(cfg: CfgNode) -> None:
+    """Check every value against ``CHECKS`` and ``CROSS_CHECKS``.
+
+    Raises:
+        ConfigError: the first bad value, e.g. "SOLVER.IMS_PER_BATCH must be >= 1, got -2".
+    """
+    for key, value in leaves(cfg):
+        problem = CHECKS.get(key, anything)(value)
+        if problem:
+            raise ConfigError(f"config key {key} {problem}, got {value!r}")
+    for cross in CROSS_CHECKS:
+        found = cross(cfg)
+        if found:
+            raise ConfigError(f"config key {found[0]} {found[1]}")
+    unreached = [s for s in cfg.SOLVER.STEPS if s >= cfg.SOLVER.MAX_ITER]
+    if unreached:
+        logger.warning("SOLVER.STEPS %s are not below SOLVER.MAX_ITER: never reached", unreached)
+
+
+def check_device(name: str, processes: int = 1) -> None:
+    """``MODEL.DEVICE`` is usable here by ``processes`` local processes (one GPU each).
+
+    Raises:
+        ConfigError: "cuda" without a CUDA GPU, "cuda:N" beyond the GPUs present, or more
+            processes than GPUs.
+    """
+    import torch
+
+    if not name.startswith("cuda"):
+        return
+    count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    if count == 0:
+        raise ConfigError(f"MODEL.DEVICE {name}: no CUDA GPU on this machine (use cpu or auto)")
+    needed = max(int(name.split(":")[1]) + 1 if ":" in name else 1, processes)
+    if needed > count:
+        raise ConfigError(
+            f"MODEL.DEVICE {name} with {processes} process(es) per machine needs {needed} GPU(s);"
+            f" this machine has {count}"
+        )
