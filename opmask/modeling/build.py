@@ -7,13 +7,15 @@ from typing import Sequence
 import torch
 from torch import nn
 
+from .anchor_generator import AnchorGenerator
 from .backbone import ResNetFPN
 from .box_heads import CAMBoxHead, FastRCNNConvFCHead, FastRCNNPredictor
 from .mask_heads import CAMMaskHead, MaskRCNNConvUpsampleHead
 from .meta_arch import OPMask
 from .poolers import ROIPooler
+from .rpn import RPN, StandardRPNHead
 from .sampling import RoISampler
-from .tv_adapter import AnchorGenerator, BoxCoder, RegionProposalNetwork, RPNHead
+from .tv_adapter import BoxCoder
 
 ROI_HEADS_NAMES = ("StandardROIHeads", "FPNCamRoiHeads")
 
@@ -33,24 +35,31 @@ def _pooler(head_cfg, in_features) -> ROIPooler:
     )
 
 
-def build_rpn(cfg, channels: int) -> nn.Module:
-    r = cfg.MODEL.RPN
-    sizes = cfg.MODEL.ANCHOR_GENERATOR.SIZES
-    ratios = cfg.MODEL.ANCHOR_GENERATOR.ASPECT_RATIOS
-    n = len(r.IN_FEATURES)
-    sizes = [tuple(s) for s in (sizes if len(sizes) == n else sizes * n)]
-    ratios = [tuple(a) for a in (ratios if len(ratios) == n else ratios * n)]
-    anchors = AnchorGenerator(tuple(sizes), tuple(ratios))
-    return RegionProposalNetwork(
-        anchors,
-        RPNHead(channels, anchors.num_anchors_per_location()[0]),
-        fg_iou_thresh=r.IOU_THRESHOLDS[1],
-        bg_iou_thresh=r.IOU_THRESHOLDS[0],
+def build_rpn(cfg, channels: int) -> RPN:
+    r, a = cfg.MODEL.RPN, cfg.MODEL.ANCHOR_GENERATOR
+    anchors = AnchorGenerator(
+        sizes=a.SIZES,
+        aspect_ratios=a.ASPECT_RATIOS,
+        strides=_strides(r.IN_FEATURES),
+        offset=a.OFFSET,
+    )
+    num_anchors = set(anchors.num_anchors)
+    if len(num_anchors) != 1:
+        raise ValueError(f"ANCHOR_GENERATOR: every level needs as many anchors, got {num_anchors}")
+    return RPN(
+        head=StandardRPNHead(channels, num_anchors.pop()),
+        anchor_generator=anchors,
+        iou_thresholds=r.IOU_THRESHOLDS,
         batch_size_per_image=r.BATCH_SIZE_PER_IMAGE,
         positive_fraction=r.POSITIVE_FRACTION,
-        pre_nms_top_n={"training": r.PRE_NMS_TOPK_TRAIN, "testing": r.PRE_NMS_TOPK_TEST},
-        post_nms_top_n={"training": r.POST_NMS_TOPK_TRAIN, "testing": r.POST_NMS_TOPK_TEST},
+        bbox_reg_weights=r.BBOX_REG_WEIGHTS,
+        smooth_l1_beta=r.SMOOTH_L1_BETA,
+        loss_weight=r.LOSS_WEIGHT,
+        bbox_reg_loss_weight=r.BBOX_REG_LOSS_WEIGHT,
+        pre_nms_topk=(r.PRE_NMS_TOPK_TRAIN, r.PRE_NMS_TOPK_TEST),
+        post_nms_topk=(r.POST_NMS_TOPK_TRAIN, r.POST_NMS_TOPK_TEST),
         nms_thresh=r.NMS_THRESH,
+        min_box_size=cfg.MODEL.PROPOSAL_GENERATOR.MIN_SIZE,
     )
 
 
@@ -140,4 +149,21 @@ def build_model(cfg, strong_classes: Sequence[int] | None = None) -> OPMask:
         nms_thresh=m.ROI_HEADS.NMS_THRESH_TEST,
         detections_per_img=cfg.TEST.DETECTIONS_PER_IMAGE,
     )
-    return model.to(resolve_device(m.DEVICE))
+    model = model.to(resolve_device(m.DEVICE))
+    return optimize_for_device(model, channels_last=m.CHANNELS_LAST, compile=m.COMPILE)
+
+
+def optimize_for_device(model: OPMask, *, channels_last: bool, compile: bool) -> OPMask:
+    """Channels-last weights (convolutions then run in NHWC, as tensor cores prefer) and, opt-in,
+    ``torch.compile`` of the parts with static shapes: the backbone (one graph per input size) and
+    the conv heads (RoI tensors (R, C, 7, 7) / (F, C, 14, 14); the RoI count is marked dynamic).
+    Compiling in place (``Module.compile``) keeps the state-dict names, so checkpoints do not
+    change."""
+    if channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    if compile:
+        model.backbone.compile()
+        model.box_head.compile(dynamic=True)
+        if model.mask_head is not None:
+            model.mask_head.compile(dynamic=True)
+    return model

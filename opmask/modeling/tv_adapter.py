@@ -5,11 +5,8 @@ this file and that test change.
 """
 
 from torchvision.models.detection import _utils as _det_utils
-from torchvision.models.detection.anchor_utils import AnchorGenerator
 from torchvision.models.detection.backbone_utils import BackboneWithFPN
 from torchvision.models.detection.image_list import ImageList
-from torchvision.models.detection.roi_heads import paste_masks_in_image
-from torchvision.models.detection.rpn import RegionProposalNetwork, RPNHead
 from torchvision.ops.feature_pyramid_network import LastLevelMaxPool
 from torchvision.ops.misc import FrozenBatchNorm2d
 
@@ -18,7 +15,6 @@ BalancedPositiveNegativeSampler = _det_utils.BalancedPositiveNegativeSampler
 BoxCoder = _det_utils.BoxCoder
 
 __all__ = [
-    "AnchorGenerator",
     "BackboneWithFPN",
     "BalancedPositiveNegativeSampler",
     "BoxCoder",
@@ -26,7 +22,4 @@ __all__ = [
     "ImageList",
     "LastLevelMaxPool",
     "Matcher",
-    "RPNHead",
-    "RegionProposalNetwork",
-    "paste_masks_in_image",
 ]

@@ -23,11 +23,3 @@ def test_matcher_constants_and_sampler():
     assert tv.Matcher.BELOW_LOW_THRESHOLD == -1 and tv.Matcher.BETWEEN_THRESHOLDS == -2
     pos, neg = tv.BalancedPositiveNegativeSampler(8, 0.25)([torch.tensor([1, 0, 0, 0, 0, 0, -1])])
     assert pos[0].sum() == 1 and neg[0].sum() == 5 and not (pos[0] & neg[0]).any()
-
-
-def test_paste_masks_in_image_shape():
-    masks = torch.ones(2, 1, 28, 28)
-    boxes = torch.tensor([[0.0, 0.0, 10.0, 10.0], [5.0, 5.0, 30.0, 20.0]])
-    out = tv.paste_masks_in_image(masks, boxes, (40, 50), padding=1)
-    assert out.shape == (2, 1, 40, 50)
-    assert out[0, 0, 5, 5] == 1 and out[0, 0, 30, 30] == 0
