@@ -18,7 +18,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..safeload import refusal_reason
+from ..safeload import check_tensors, check_weights_path, refusal_reason
 
 logger = logging.getLogger(__name__)
 
@@ -107,7 +107,14 @@ class LoadReport:
     unexpected: list[str] = field(default_factory=list)  # file keys that map to nothing
 
 
+def check_weights_file(path: str) -> None:
+    """Read ``path`` as :func:`load_weights` would, so a bad file fails before anything is
+    written (raises what ``load_weights`` raises)."""
+    _read_state(path)
+
+
 def _read_state(path: str) -> tuple[dict, str]:
+    check_weights_path(path)
     if path.endswith(".pkl"):
         data = safe_load_pickle(path)
         blobs = data.get("model", data.get("blobs", data))
@@ -121,7 +128,7 @@ def _read_state(path: str) -> tuple[dict, str]:
     state = data.get("model", data) if isinstance(data, dict) else None
     if not isinstance(state, dict):
         raise UnsafeWeightsError(f"{path}: expected a state dict")
-    return state, "pth"
+    return check_tensors(path, state), "pth"
 
 
 def _target_name(key: str, kind: str, own: dict) -> str | None:
