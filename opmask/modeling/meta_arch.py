@@ -9,10 +9,11 @@ from torch import nn
 
 from .losses import fast_rcnn_losses, partially_supervised_mask_loss
 from .mask_heads import CAMMaskHead
+from .mask_paste import paste_masks_in_image
 from .omp import object_mask_prior
-from .postprocess import detections_with_sources
+from .postprocess import detections_with_sources, rescale_detections
 from .sampling import RoISampler, box_targets, mask_targets
-from .tv_adapter import BoxCoder, ImageList, paste_masks_in_image
+from .tv_adapter import BoxCoder, ImageList
 
 
 class OPMask(nn.Module):
@@ -25,7 +26,7 @@ class OPMask(nn.Module):
     training). Training returns ``(losses, extras)``: the dict of losses, and the tensors the loop
     visualises (OMP, predicted and GT masks of the foreground RoIs). Inference returns a list of
     dicts per image with ``boxes`` (D, 4) in original image coordinates, ``scores``, ``labels``
-    (1..K) and ``masks`` (D, 1, height, width) probabilities.
+    (1..K) and ``masks`` (D, 1, height, width) bool (probability >= 0.5, pasted as Detectron2 does).
     """
 
     def __init__(
@@ -75,14 +76,13 @@ class OPMask(nn.Module):
             [self._to_device(x["instances"]) for x in batched_inputs] if self.training else None
         )
         proposals, rpn_losses = self.rpn(
-            images, {f: features[f] for f in self.rpn_features}, targets
+            [features[f] for f in self.rpn_features], images.image_sizes, targets
         )
         roi_feats = [features[f] for f in self.roi_features]
         if not self.training:
             return self.inference(roi_feats, proposals, images.image_sizes, batched_inputs)
         losses, extras = self._forward_train(roi_feats, proposals, targets)
-        losses["loss_rpn_cls"] = rpn_losses["loss_objectness"]
-        losses["loss_rpn_loc"] = rpn_losses["loss_rpn_box_reg"]
+        losses.update(rpn_losses)  # loss_rpn_cls, loss_rpn_loc
         return losses, extras
 
     def _forward_train(self, roi_feats, proposals, targets) -> tuple[dict, dict]:
@@ -201,7 +201,7 @@ class OPMask(nn.Module):
         prior = self._prior(box_maps, torch.arange(len(boxes), device=dev), labels)
         probs = self._forward_mask(roi_feats, [boxes], prior).sigmoid()  # (N, 1, M', M')
         size = tuple(image.shape[1:])
-        paste = lambda m: paste_masks_in_image(m.float(), boxes, size, padding=1)[:, 0]  # noqa: E731
+        paste = lambda m: paste_masks_in_image(m, boxes, size, threshold=None)  # noqa: E731
         return {
             "masks": paste(probs),
             "prior": None if prior is None else paste(prior),
@@ -210,22 +210,13 @@ class OPMask(nn.Module):
 
     @staticmethod
     def _to_original(det: dict, size, x: dict) -> dict:
-        """Rescale boxes to the original image and paste masks at its resolution."""
+        """Rescale boxes to the original image (dropping those that become empty, as Detectron2
+        does) and paste masks at its resolution: (D, 1, height, width) bool, >= 0.5."""
         h, w = x.get("height", size[0]), x.get("width", size[1])
-        scale = det["boxes"].new_tensor([w / size[1], h / size[0], w / size[1], h / size[0]])
-        out = {
-            "boxes": det["boxes"] * scale,
-            "scores": det["scores"],
-            "labels": det["labels"],
-            "sources": det["sources"],
-        }
-        if "mask_probs" in det:
-            probs = det["mask_probs"].float()
-            out["masks"] = (
-                paste_masks_in_image(probs, out["boxes"], (h, w), padding=1)
-                if len(probs)
-                else probs.new_zeros((0, 1, h, w))
-            )
+        out = rescale_detections(det, size, (h, w))
+        if "mask_probs" in out:
+            probs = out.pop("mask_probs")  # (D, 1, M, M)
+            out["masks"] = paste_masks_in_image(probs, out["boxes"], (h, w))[:, None]
         return out
 
     def _to_device(self, inst: dict) -> dict:
