@@ -2,19 +2,29 @@
 
 A dataset dict is ``{file_name, height, width, image_id, annotations}``; each annotation is
 ``{bbox: [x0, y0, x1, y1] (absolute), category_id: contiguous 0..K-1, segmentation, iscrowd}``.
+
+Every field used is checked for type and value; an error names the file, the image id and the
+annotation id. Degenerate but well-formed instances (zero-size box, polygon of < 3 points) are
+dropped and counted, as Detectron2 does.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import math
 import os
 from collections import Counter
 from dataclasses import dataclass, field
+from typing import Any
 
 from .masks import is_polygon, valid_polygons
 
 logger = logging.getLogger(__name__)
+
+# A box may reach this far outside its image: BOX_SLACK_PX + BOX_SLACK_FRACTION * image side.
+BOX_SLACK_PX = 1.0
+BOX_SLACK_FRACTION = 0.05
 
 
 class DatasetError(ValueError):
@@ -34,6 +44,14 @@ class DatasetInfo:
     dropped: Counter = field(default_factory=Counter)
 
 
+def _is_int(v: Any) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _is_finite(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
+
 def _read_json(json_file: str) -> dict:
     if not os.path.isfile(json_file):
         raise DatasetError(f"annotation file not found: {json_file}")
@@ -42,26 +60,115 @@ def _read_json(json_file: str) -> dict:
             data = json.load(f)
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise DatasetError(f"{json_file}: malformed JSON: {e}") from None
+    if not isinstance(data, dict):
+        raise DatasetError(f"{json_file}: expected a COCO object, got {type(data).__name__}")
     for key in ("images", "categories"):
-        if not isinstance(data, dict) or not isinstance(data.get(key), list):
+        if not isinstance(data.get(key), list):
             raise DatasetError(f"{json_file}: missing the COCO list '{key}'")
+    if not isinstance(data.get("annotations", []), list):
+        raise DatasetError(f"{json_file}: 'annotations' must be a list")
     return data
+
+
+def _check_categories(json_file: str, cats: list) -> list[dict]:
+    """Sorted by id; each a dict with a unique int id."""
+    seen = set()
+    for i, c in enumerate(cats):
+        cid = c.get("id") if isinstance(c, dict) else None
+        if not _is_int(cid):
+            raise DatasetError(f"{json_file}: categories[{i}] has no integer 'id': {c!r:.80}")
+        if cid in seen:
+            raise DatasetError(f"{json_file}: duplicate category id {cid}")
+        seen.add(cid)
+    return sorted(cats, key=lambda c: c["id"])
+
+
+def _check_image(json_file: str, i: int, img: Any, seen: set) -> None:
+    if not isinstance(img, dict):
+        raise DatasetError(f"{json_file}: images[{i}] is a {type(img).__name__}, not an object")
+    iid = img.get("id")
+    if not _is_int(iid):
+        raise DatasetError(f"{json_file}: images[{i}]: image id {iid!r} is not an integer")
+    if iid in seen:
+        raise DatasetError(f"{json_file}: duplicate image id {iid} (images[{i}])")
+    seen.add(iid)
+    name = img.get("file_name")
+    if not isinstance(name, str) or not name:
+        raise DatasetError(f"{json_file}: image id {iid}: 'file_name' missing or not a string")
+    for key in ("height", "width"):
+        if not _is_int(img.get(key)) or img[key] <= 0:
+            raise DatasetError(
+                f"{json_file}: image id {iid}: '{key}' must be a positive integer, "
+                f"got {img.get(key)!r}"
+            )
+
+
+def _group_annotations(json_file: str, anns: list, image_ids: set) -> dict:
+    """image id -> its annotations, after checking each is an object with unique int ids."""
+    by_image: dict = {}
+    seen = set()
+    for i, ann in enumerate(anns):
+        if not isinstance(ann, dict):
+            raise DatasetError(
+                f"{json_file}: annotations[{i}] is a {type(ann).__name__}, not an object"
+            )
+        aid, iid = ann.get("id"), ann.get("image_id")
+        if not _is_int(aid):
+            raise DatasetError(f"{json_file}: annotations[{i}]: id {aid!r} is not an integer")
+        if aid in seen:
+            raise DatasetError(f"{json_file}: duplicate annotation id {aid}")
+        seen.add(aid)
+        if not _is_int(iid):
+            raise DatasetError(f"{json_file}: annotation {aid}: image_id {iid!r} is not an integer")
+        if iid not in image_ids:
+            raise DatasetError(
+                f"{json_file}: annotation {aid} refers to image id {iid}, not in 'images'"
+            )
+        by_image.setdefault(iid, []).append(ann)
+    return by_image
+
+
+def _check_bbox(bbox: Any, img: dict) -> str | None:
+    if not isinstance(bbox, list) or len(bbox) != 4 or not all(map(_is_finite, bbox)):
+        return f"bbox must be 4 finite numbers [x, y, w, h], got {bbox!r:.80}"
+    x, y, w, h = bbox
+    if w < 0 or h < 0:
+        return f"bbox {bbox} has a negative width or height"
+    sx = BOX_SLACK_PX + BOX_SLACK_FRACTION * img["width"]
+    sy = BOX_SLACK_PX + BOX_SLACK_FRACTION * img["height"]
+    if x < -sx or y < -sy or x + w > img["width"] + sx or y + h > img["height"] + sy:
+        return f"bbox {bbox} lies outside the {img['width']}x{img['height']} image"
+    return None
+
+
+def _check_segmentation(segm: Any, img: dict) -> str | None:
+    if segm is None or is_polygon(segm):
+        bad = [p for p in segm or [] if not isinstance(p, list) or not all(map(_is_finite, p))]
+        return f"polygon {bad[0]!r:.60} is not a list of finite numbers" if bad else None
+    if isinstance(segm, dict):
+        size, counts = segm.get("size"), segm.get("counts")
+        if not isinstance(counts, (str, list)):
+            return "RLE segmentation needs 'counts' (a string or a list of run lengths)"
+        if size != [img["height"], img["width"]]:
+            return f"RLE size {size!r} differs from the image size [{img['height']}, {img['width']}]"
+        return None
+    return f"segmentation must be a list of polygons or an RLE object, got {type(segm).__name__}"
+
+
+def _annotation_problem(ann: dict, img: dict, id_map: dict) -> str | None:
+    if not _is_int(ann.get("category_id")) or ann["category_id"] not in id_map:
+        return f"unknown category_id {ann.get('category_id')!r}"
+    if ann.get("iscrowd", 0) not in (0, 1):
+        return f"iscrowd must be 0 or 1, got {ann.get('iscrowd')!r}"
+    return _check_bbox(ann.get("bbox"), img) or _check_segmentation(ann.get("segmentation"), img)
 
 
 def _convert_annotation(ann: dict, img: dict, id_map: dict, json_file: str, dropped: Counter):
     """One COCO annotation to our form, or None when degenerate (counted in ``dropped``)."""
-    cat = ann.get("category_id")
-    if cat not in id_map:
-        raise DatasetError(
-            f"{json_file}: annotation {ann.get('id')} of image id {img['id']} has unknown "
-            f"category {cat!r}"
-        )
-    try:
-        x, y, w, h = (float(v) for v in ann["bbox"])
-    except (KeyError, TypeError, ValueError):
-        raise DatasetError(
-            f"{json_file}: annotation {ann.get('id')} of image id {img['id']} has no valid bbox"
-        ) from None
+    problem = _annotation_problem(ann, img, id_map)
+    if problem:
+        raise DatasetError(f"{json_file}: image id {img['id']}, annotation {ann['id']}: {problem}")
+    x, y, w, h = (float(v) for v in ann["bbox"])
     if w <= 0 or h <= 0:
         dropped["degenerate box"] += 1
         return None
@@ -76,56 +183,66 @@ def _convert_annotation(ann: dict, img: dict, id_map: dict, json_file: str, drop
         segm = good
     return {
         "bbox": [x, y, x + w, y + h],
-        "category_id": id_map[cat],
+        "category_id": id_map[ann["category_id"]],
         "segmentation": segm,
         "iscrowd": int(ann.get("iscrowd", 0)),
     }
+
+
+def _strong_ids(json_file: str, data: dict, category_ids: list[int]) -> list[int] | None:
+    """The split the file declares in ``opmask.strong_category_ids``, checked."""
+    meta = data.get("opmask") or {}
+    ids = meta.get("strong_category_ids") if isinstance(meta, dict) else None
+    if ids is None:
+        return None
+    if not isinstance(ids, list) or not all(map(_is_int, ids)):
+        raise DatasetError(f"{json_file}: opmask.strong_category_ids must be a list of integers")
+    unknown = sorted(set(ids) - set(category_ids))
+    if unknown:
+        raise DatasetError(f"{json_file}: opmask.strong_category_ids {unknown} are not categories")
+    return ids
 
 
 def load_coco_json(json_file: str, image_root: str, name: str) -> tuple[list[dict], DatasetInfo]:
     """Load and validate a COCO-format dataset.
 
     Raises:
-        DatasetError: malformed JSON, missing image file, unknown category, missing fields.
+        DatasetError: malformed JSON; a field of wrong type or value (ids, file names, sizes,
+            boxes, segmentations, categories); duplicate ids; a missing image file.
     """
     data = _read_json(json_file)
-    cats = sorted(data["categories"], key=lambda c: c["id"])
+    cats = _check_categories(json_file, data["categories"])
     id_map = {c["id"]: i for i, c in enumerate(cats)}
-    meta = data.get("opmask") or {}
     info = DatasetInfo(
         name=name,
         json_file=json_file,
         image_root=image_root,
         category_ids=[c["id"] for c in cats],
-        thing_classes=[c.get("name", str(c["id"])) for c in cats],
-        dataset_strong_ids=meta.get("strong_category_ids"),
+        thing_classes=[str(c.get("name", c["id"])) for c in cats],
+        dataset_strong_ids=_strong_ids(json_file, data, list(id_map)),
     )
-    anns_by_image: dict = {}
-    for ann in data.get("annotations", []):
-        anns_by_image.setdefault(ann.get("image_id"), []).append(ann)
+    image_ids: set = set()
+    for i, img in enumerate(data["images"]):
+        _check_image(json_file, i, img, image_ids)
+    anns_by_image = _group_annotations(json_file, data.get("annotations", []), image_ids)
     dicts = []
     for img in data["images"]:
         file_name = os.path.join(image_root, img["file_name"])
         if not os.path.isfile(file_name):
             raise DatasetError(f"{json_file}: image id {img['id']}: file not found: {file_name}")
         annos = []
-        for ann in anns_by_image.pop(img["id"], []):
+        for ann in anns_by_image.get(img["id"], []):
             obj = _convert_annotation(ann, img, id_map, json_file, info.dropped)
             if obj is not None:
                 annos.append(obj)
         dicts.append(
             {
                 "file_name": file_name,
-                "height": int(img["height"]),
-                "width": int(img["width"]),
+                "height": img["height"],
+                "width": img["width"],
                 "image_id": img["id"],
                 "annotations": annos,
             }
-        )
-    if anns_by_image:
-        orphan = next(iter(anns_by_image))
-        raise DatasetError(
-            f"{json_file}: annotations refer to image id {orphan!r}, not in 'images'"
         )
     if info.dropped:
         logger.warning("%s: dropped %s", name, dict(info.dropped))

@@ -142,7 +142,7 @@ def test_missing_image_names_file_and_id(tmp_path):
 def test_unknown_category_names_category_and_image(tmp_path):
     anns = [{"id": 9, "image_id": 1, "category_id": 42, "bbox": [1, 1, 2, 2], "segmentation": []}]
     json_file, root = _write(tmp_path, [_img()], anns)
-    with pytest.raises(DatasetError, match="annotation 9 of image id 1 has unknown category 42"):
+    with pytest.raises(DatasetError, match="image id 1, annotation 9: unknown category_id 42"):
         load_coco_json(json_file, root, "x")
 
 
