@@ -1,4 +1,4 @@
-"""Dataset dict -> model input: read, resize (shortest edge), flip, rasterise masks."""
+"""Dataset dict -> model input: read, resize (shortest edge), flip, transform masks."""
 
 from __future__ import annotations
 
@@ -9,15 +9,18 @@ import torch
 from PIL import Image
 
 from .coco import DatasetError
-from .masks import is_polygon, segm_to_mask, transform_polygons
+from .masks import InstanceMasks, is_polygon, segm_to_mask, transform_polygons
 
 
 def shortest_edge_size(h: int, w: int, short: int, max_size: int) -> tuple[int, int]:
-    """Output (h, w) with the short side ``short`` unless the long side would pass ``max_size``."""
-    scale = short / min(h, w)
-    if max(h, w) * scale > max_size:
-        scale = max_size / max(h, w)
-    return int(h * scale + 0.5), int(w * scale + 0.5)
+    """Output (h, w) with the short side ``short`` unless the long side would pass ``max_size``
+    (Detectron2's ``ResizeShortestEdge.get_output_shape``, float for float)."""
+    scale = short * 1.0 / min(h, w)
+    newh, neww = (short, scale * w) if h < w else (scale * h, short)
+    if max(newh, neww) > max_size:
+        scale = max_size * 1.0 / max(newh, neww)
+        newh, neww = newh * scale, neww * scale
+    return int(newh + 0.5), int(neww + 0.5)
 
 
 def read_image(file_name: str, image_format: str) -> np.ndarray:
@@ -35,7 +38,11 @@ class DatasetMapper:
 
     Output: ``image`` (3, H, W) float32 0-255, ``height``/``width`` of the original image,
     ``image_id``; when training also ``instances``: ``boxes`` (N, 4) xyxy, ``labels`` (N,) in
-    1..K, ``masks`` (N, H, W) uint8, ``has_mask`` (N,) bool. Crowd regions are not instances.
+    1..K, ``masks``, ``has_mask`` (N,) bool. Crowd regions are not instances.
+
+    ``mask_format`` "polygon" (Detectron2's default): ``masks`` is an ``InstanceMasks`` holding
+    polygons as polygons (rasterised per RoI when training) and RLE annotations as (H, W) bit
+    masks. "bitmask": a (N, H, W) uint8 stack at image resolution (the GT-box diagnostic).
     """
 
     def __init__(
@@ -48,6 +55,7 @@ class DatasetMapper:
         flip: bool = False,
         image_format: str = "BGR",
         mask_on: bool = True,
+        mask_format: str = "polygon",
     ):
         if sampling not in ("choice", "range"):
             raise ValueError(
@@ -60,6 +68,9 @@ class DatasetMapper:
             image_format,
             mask_on,
         )
+        if mask_format not in ("polygon", "bitmask"):
+            raise ValueError(f"mask_format must be polygon or bitmask, got {mask_format}")
+        self.mask_format = mask_format
 
     def _draw_short_side(self, rng: np.random.Generator | None) -> int:
         if rng is None:
@@ -98,21 +109,24 @@ class DatasetMapper:
         boxes *= torch.tensor([sx, sy, sx, sy])
         if flip:
             boxes = torch.stack([w - boxes[:, 2], boxes[:, 1], w - boxes[:, 0], boxes[:, 3]], 1)
-        masks = np.zeros((len(annos), h, w), dtype=np.uint8)
-        has_mask = torch.zeros(len(annos), dtype=torch.bool)
-        for i, a in enumerate(annos):
-            segm = a.get("segmentation")
-            if not self.mask_on or not segm:
-                continue
-            has_mask[i] = True
-            if is_polygon(segm):
-                masks[i] = segm_to_mask(transform_polygons(segm, sx, sy, w if flip else None), h, w)
-            else:
-                m = Image.fromarray(segm_to_mask(segm, h0, w0)).resize((w, h), Image.NEAREST)
-                masks[i] = np.asarray(m)[:, ::-1] if flip else np.asarray(m)
+        masks = [self._mask(a.get("segmentation"), size0, size, flip) for a in annos]
+        has_mask = torch.tensor([m is not None for m in masks], dtype=torch.bool)
+        inst = InstanceMasks(masks, (h, w))
         return {
             "boxes": boxes,
             "labels": torch.tensor([a["category_id"] + 1 for a in annos], dtype=torch.int64),
-            "masks": torch.from_numpy(masks),
+            "masks": inst.to_bitmasks() if self.mask_format == "bitmask" else inst,
             "has_mask": has_mask,
         }
+
+    def _mask(self, segm, size0, size, flip: bool):
+        """One instance's mask in the resized (and flipped) image: polygons (a list of flat
+        float64 arrays), a (H, W) uint8 tensor for RLE, or None without a mask."""
+        if not self.mask_on or not segm:
+            return None
+        (h0, w0), (h, w) = size0, size
+        if is_polygon(segm):
+            polys = transform_polygons(segm, w / w0, h / h0, w if flip else None)
+            return [np.asarray(p, dtype=np.float64) for p in polys]
+        m = np.asarray(Image.fromarray(segm_to_mask(segm, h0, w0)).resize((w, h), Image.NEAREST))
+        return torch.from_numpy(np.array(m[:, ::-1] if flip else m))

@@ -5,8 +5,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
-from torchvision.ops import box_iou, roi_align
+from torchvision.ops import box_iou
 
+from ..data.masks import InstanceMasks
 from .tv_adapter import BalancedPositiveNegativeSampler, BoxCoder, Matcher
 
 
@@ -60,20 +61,21 @@ def box_targets(samples: list[RoISample], targets: list[dict], coder: BoxCoder) 
 
 
 def mask_targets(samples: list[RoISample], targets: list[dict], size: int):
-    """For the foreground RoIs of all images: (F, size, size) binary targets cropped from the GT
-    masks with aligned RoIAlign, and (F,) whether that GT instance has a mask at all."""
+    """Targets of the foreground RoIs of all images, as Detectron2's ``mask_rcnn_loss`` builds
+    them: each RoI's matched GT mask cropped to the RoI and resized to (size, size) — polygons
+    rasterised per RoI, bit masks by aligned RoIAlign (``InstanceMasks.crop_and_resize``).
+
+    ``targets[i]["masks"]`` is an ``InstanceMasks`` or a (G, H, W) bit-mask stack.
+
+    Returns:
+        (F, size, size) float 0/1 targets, and (F,) whether that GT instance has a mask at all.
+    """
     crops, has_mask = [], []
     for s, t in zip(samples, targets):
         fg = s.labels > 0
-        gt = s.gt_index[fg]
-        rois = torch.cat([gt[:, None].to(s.boxes.dtype), s.boxes[fg]], 1)
-        masks = t["masks"][:, None].to(s.boxes.dtype)  # (G, 1, H, W)
-        if len(rois):
-            crops.append(roi_align(masks, rois, (size, size), 1.0, 0, aligned=True)[:, 0] >= 0.5)
-        has_mask.append(t["has_mask"][gt])
-    if not crops:
-        dev = samples[0].boxes.device
-        return torch.zeros((0, size, size), device=dev), torch.zeros(
-            0, dtype=torch.bool, device=dev
-        )
+        masks = t["masks"]
+        if isinstance(masks, torch.Tensor):
+            masks = InstanceMasks.from_bitmasks(masks)
+        crops.append(masks.crop_and_resize(s.gt_index[fg], s.boxes[fg], size))
+        has_mask.append(t["has_mask"][s.gt_index[fg]])
     return torch.cat(crops).float(), torch.cat(has_mask)
