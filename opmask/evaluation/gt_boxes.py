@@ -44,7 +44,8 @@ def gt_box_diagnostics(model, dicts: list[dict], mapper, strong_labels) -> dict[
     """Means over all GT instances of ``dicts``, keyed ``{mask_iou,omp_iou,cls_acc}_{strong,weak}``
     (``omp_iou_*`` only for models with a prior; a split without instances is left out).
 
-    ``mapper`` must give ``instances`` with masks (``is_train=True``, no flip); ``strong_labels``
+    ``mapper`` must give ``instances`` with (N, H, W) masks (``is_train=True``, no flip,
+    ``mask_format="bitmask"``); ``strong_labels``
     are model labels (1..K) of the mask-supervised classes.
     """
     values = defaultdict(list)
@@ -96,6 +97,7 @@ def diagnose_run(run_dir: str) -> tuple[dict[str, float], str]:
         min_sizes=[cfg.INPUT.MIN_SIZE_TEST],
         max_size=cfg.INPUT.MAX_SIZE_TEST,
         image_format=cfg.INPUT.FORMAT,
+        mask_format="bitmask",
     )
     strong = {info.category_ids.index(c) + 1 for c in strong_ids_from_cfg(cfg, info)}
     res = gt_box_diagnostics(model, dicts, mapper, strong)

@@ -35,7 +35,9 @@ def test_all_foreground_mask_head_scores_the_box_fill(shapes_env, config):
     dicts, _ = load_datasets(cfg.DATASETS.TEST)
     model = build_model(cfg)
     model.mask_head = _AllForeground()
-    mapper = DatasetMapper(is_train=True, min_sizes=[96], max_size=240, image_format="RGB")
+    mapper = DatasetMapper(
+        is_train=True, min_sizes=[96], max_size=240, image_format="RGB", mask_format="bitmask"
+    )
     strong = {1, 2, 4, 8}
     res = gt_box_diagnostics(model, dicts, mapper, strong)
     want = {"strong": [], "weak": []}
