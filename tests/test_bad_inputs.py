@@ -86,7 +86,7 @@ class Case:
 def snapshot(folder: Path) -> dict[str, str]:
     """Relative path -> sha256 of every file (and '/' for every folder) under ``folder``."""
     out = {}
-    for root, dirs, files in os.walk(folder):
+    for root, _dirs, files in os.walk(folder):
         rel = os.path.relpath(root, folder)
         out[rel + "/"] = "/"
         for name in files:
@@ -191,7 +191,8 @@ def _config_cases() -> list[Case]:
     cases += [
         Case("cfg odd overrides", _opts("SOLVER.MAX_ITER"), 1, "SOLVER.MAX_ITER"),
         Case("yaml None", _yaml_cfg("SOLVER:\n  IMS_PER_BATCH: null\n"), 1, "IMS_PER_BATCH"),
-        Case("yaml nan lr", _yaml_cfg("SOLVER:\n  BASE_LR: .nan\n"), 1, "SOLVER.BASE_LR"),
+        Case("yaml nan gamma", _yaml_cfg("SOLVER:\n  GAMMA: .nan\n"), 1, "SOLVER.GAMMA"),
+        Case("yaml inf lr", _yaml_cfg("SOLVER:\n  MOMENTUM: .inf\n"), 1, "SOLVER.MOMENTUM"),
         Case("yaml section as value", _yaml_cfg("MODEL: cpu\n"), 1, "MODEL"),
         Case("cuda without gpu", _no_gpu("MODEL.DEVICE", "cuda"), 1, "MODEL.DEVICE"),
         Case("num-gpus 0", _opts(flags=("--num-gpus", "0")), 2, "--num-gpus"),

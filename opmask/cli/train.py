@@ -5,11 +5,13 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import sys
 
 from fvcore.common.config import CfgNode
 
-from ..config import ConfigError, load_config
+from ..config import ConfigError, check_device, load_config
+from ..data.build import check_datasets
 from ..data.coco import DatasetError
 from ..data.splits import SplitError
 from ..engine import comm, exit_codes, preempt
@@ -17,7 +19,7 @@ from ..engine.checkpoint import CheckpointError
 from ..engine.launch import launch
 from ..engine.run_dir import RunFolderError, prepare, run_folder, setup_logging
 from ..engine.train_loop import CheckpointedExit, NonFiniteLossError, evaluate_only, train
-from ..modeling.weights import UnsafeWeightsError
+from ..modeling.weights import UnsafeWeightsError, check_weights_file
 
 logger = logging.getLogger("opmask.train")
 
@@ -50,8 +52,40 @@ INPUT_ERRORS = (
 )
 
 
+class _Parser(argparse.ArgumentParser):
+    """Command-line errors in one line (exit 2), like every other error of the command."""
+
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
+def _count(minimum: int):
+    """An argparse type: an integer >= minimum."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expects an integer, got {text!r}") from None
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"must be >= {minimum}, got {value}")
+        return value
+
+    return parse
+
+
+def _minutes(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expects minutes, got {text!r}") from None
+    if not value > 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"must be a positive number of minutes, got {text}")
+    return value
+
+
 def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
+    p = _Parser(
         prog="opmask-train",
         description=__doc__.replace("``", ""),
         epilog=EPILOG,
@@ -84,13 +118,15 @@ def parser() -> argparse.ArgumentParser:
     d = p.add_argument_group("distributed (SOLVER.IMS_PER_BATCH is the global batch)")
     d.add_argument(
         "--num-gpus",
-        type=int,
+        type=_count(1),
         default=1,
         metavar="N",
         help="processes per machine: one per GPU, or N CPU processes with gloo",
     )
-    d.add_argument("--num-machines", type=int, default=1, help="machines taking part")
-    d.add_argument("--machine-rank", type=int, default=0, help="this machine's rank (0-based)")
+    d.add_argument("--num-machines", type=_count(1), default=1, help="machines taking part")
+    d.add_argument(
+        "--machine-rank", type=_count(0), default=0, help="this machine's rank (0-based)"
+    )
     d.add_argument(
         "--dist-url",
         default="auto",
@@ -98,7 +134,7 @@ def parser() -> argparse.ArgumentParser:
     )
     d.add_argument(
         "--dist-timeout",
-        type=float,
+        type=_minutes,
         default=30.0,
         metavar="MIN",
         help="collective timeout in minutes (default 30)",
@@ -112,9 +148,38 @@ def parser() -> argparse.ArgumentParser:
     return p
 
 
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    """Parse and check the command line (exit 2 with one line on a bad flag)."""
+    p = parser()
+    args = p.parse_args(argv)
+    if args.machine_rank >= args.num_machines:
+        p.error(f"argument --machine-rank: {args.machine_rank} is not below --num-machines")
+    return args
+
+
+def validate_inputs(cfg: CfgNode, args: argparse.Namespace) -> None:
+    """Everything the run will read, checked before the run folder is claimed: the device,
+    the batch split over the processes, MODEL.WEIGHTS and every dataset.
+
+    Raises:
+        ConfigError, DatasetError, SplitError, UnsafeWeightsError, WeightsFileError.
+    """
+    world = int(os.environ.get("WORLD_SIZE", args.num_gpus * args.num_machines))
+    check_device(cfg.MODEL.DEVICE, args.num_gpus)
+    if not args.eval_only and cfg.SOLVER.IMS_PER_BATCH % world:
+        raise ConfigError(
+            f"SOLVER.IMS_PER_BATCH {cfg.SOLVER.IMS_PER_BATCH} is not a multiple of the "
+            f"{world} processes (--num-gpus x --num-machines)"
+        )
+    if cfg.MODEL.WEIGHTS:
+        check_weights_file(cfg.MODEL.WEIGHTS)
+    check_datasets(cfg, eval_only=args.eval_only)
+
+
 def setup(args: argparse.Namespace) -> tuple[CfgNode, str]:
     """Load the config and prepare the run folder (once, before any worker starts)."""
     cfg = load_config(args.config_file, args.opts)
+    validate_inputs(cfg, args)
     run_dir = run_folder(cfg, args.exp_id, args.output_dir)
     return prepare(cfg, run_dir, resume=args.resume, eval_only=args.eval_only), run_dir
 
@@ -166,7 +231,7 @@ def worker(cfg_yaml: str, run_dir: str, resume: bool, eval_only: bool) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = parser().parse_args(argv)
+    args = parse_args(argv)
     try:
         cfg, run_dir = setup(args)
     except INPUT_ERRORS as e:

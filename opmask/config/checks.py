@@ -68,8 +68,10 @@ def number(lo: float | None = None, hi: float | None = None, *, gt: float | None
 
 
 def choice(*options: Any) -> Check:
-    return lambda v: None if v in options and type(v) is type(options[0]) else (
-        f"must be one of {list(options)}"
+    return lambda v: (
+        None
+        if v in options and type(v) is type(options[0])
+        else (f"must be one of {list(options)}")
     )
 
 

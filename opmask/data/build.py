@@ -69,6 +69,26 @@ def check_num_classes(cfg, info: DatasetInfo) -> None:
         )
 
 
+def check_datasets(cfg, *, eval_only: bool = False) -> None:
+    """Load and check every dataset the run will read, as training (or ``eval_only``
+    evaluation) will, so a bad file or split fails before anything is written.
+
+    Raises:
+        DatasetError: a malformed file, an empty DATASETS.TRAIN, NUM_CLASSES not matching, or
+            a test set with other categories than the training set.
+        SplitError: EXP.PS / EXP.STRONG_CATEGORY_IDS do not fit a dataset.
+    """
+    names = cfg.DATASETS.TRAIN if not eval_only else (cfg.DATASETS.TEST or cfg.DATASETS.TRAIN)[:1]
+    _, info = load_datasets(names)
+    check_num_classes(cfg, info)
+    strong_ids_from_cfg(cfg, info)
+    for name in cfg.DATASETS.TEST:
+        _, test = load_datasets([name])
+        if test.category_ids != info.category_ids:
+            raise DatasetError(f"test dataset {name!r} has other categories than {info.name!r}")
+        strong_ids_from_cfg(cfg, test)
+
+
 def build_train_loader(
     cfg, dicts: list[dict], *, seed: int, rank: int, world_size: int, start_iter: int
 ) -> DataLoader:

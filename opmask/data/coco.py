@@ -150,7 +150,9 @@ def _check_segmentation(segm: Any, img: dict) -> str | None:
         if not isinstance(counts, (str, list)):
             return "RLE segmentation needs 'counts' (a string or a list of run lengths)"
         if size != [img["height"], img["width"]]:
-            return f"RLE size {size!r} differs from the image size [{img['height']}, {img['width']}]"
+            return (
+                f"RLE size {size!r} differs from the image size [{img['height']}, {img['width']}]"
+            )
         return None
     return f"segmentation must be a list of polygons or an RLE object, got {type(segm).__name__}"
 

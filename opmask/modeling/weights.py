@@ -123,8 +123,9 @@ def _read_state(path: str) -> tuple[dict, str]:
         data = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:
         raise UnsafeWeightsError(f"{path}: refused: {refusal_reason(e)}") from None
-    except (RuntimeError, EOFError) as e:
-        raise UnsafeWeightsError(f"{path}: not a readable weights file: {e}") from None
+    except Exception as e:  # truncated, not a torch file, or corrupt inside
+        reason = f"{type(e).__name__}: {e}".splitlines()[0]
+        raise UnsafeWeightsError(f"{path}: not a readable weights file ({reason})") from None
     state = data.get("model", data) if isinstance(data, dict) else None
     if not isinstance(state, dict):
         raise UnsafeWeightsError(f"{path}: expected a state dict")
