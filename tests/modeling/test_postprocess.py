@@ -1,7 +1,7 @@
 import torch
 from torchvision.models.detection.roi_heads import RoIHeads
 
-from opmask.modeling.postprocess import detections_with_sources
+from opmask.modeling.postprocess import detections_with_sources, rescale_detections
 from opmask.modeling.tv_adapter import BoxCoder
 
 
@@ -79,3 +79,54 @@ def test_no_proposals():
         detections_per_img=10,
     )
     assert out[0]["boxes"].shape == (0, 4) and out[0]["sources"].numel() == 0
+
+
+def _one_proposal_case(box_delta_rows, logit_rows, proposals):
+    """Detections of hand-made logits/deltas (weights 1) on one 100x100 image."""
+    return detections_with_sources(
+        torch.tensor(logit_rows),
+        torch.tensor(box_delta_rows),
+        [torch.tensor(proposals)],
+        [(100, 100)],
+        BoxCoder((1.0, 1.0, 1.0, 1.0)),
+        score_thresh=0.05,
+        nms_thresh=0.5,
+        detections_per_img=10,
+    )[0]
+
+
+def test_detectron2_filters_no_small_box_filter_and_non_finite_rows_dropped():
+    """Two classes. Proposal 0 is a 0.005-px box (torchvision's 1e-2 filter would drop it;
+    Detectron2 keeps it); proposal 1 has an infinite delta (Detectron2 drops the whole row);
+    proposal 2 is normal. Sources still index the original proposals."""
+    zero = [0.0] * 12
+    inf = [0.0] * 4 + [float("inf")] + [0.0] * 7
+    logits = [[0.0, 5.0, 4.0], [0.0, 9.0, 0.0], [0.0, 4.5, 3.5]]  # p 0.728 0.268 / 0.725 0.267
+    proposals = [[10.0, 10.0, 10.005, 30.0], [40.0, 40.0, 50.0, 50.0], [60.0, 60.0, 80.0, 90.0]]
+    d = _one_proposal_case([zero, inf, zero], logits, proposals)
+    assert d["sources"].tolist() == [0, 2, 0, 2]
+    assert d["labels"].tolist() == [1, 1, 2, 2]
+    torch.testing.assert_close(d["boxes"][0], torch.tensor(proposals[0]))
+    p = torch.tensor(logits).softmax(1)
+    torch.testing.assert_close(d["scores"], torch.stack([p[0, 1], p[2, 1], p[0, 2], p[2, 2]]))
+
+
+def test_rescale_detections_scales_clips_and_drops_empty_boxes():
+    det = {
+        "boxes": torch.tensor([[10.0, 10.0, 20.0, 40.0], [99.0, 5.0, 100.0, 8.0], [-4.0, 0, 2, 6]]),
+        "scores": torch.tensor([0.9, 0.8, 0.7]),
+        "labels": torch.tensor([1, 2, 3]),
+        "sources": torch.tensor([4, 5, 6]),
+        "mask_probs": torch.rand(3, 1, 28, 28),
+    }
+    # network input 50x100 (h, w) -> original 100x150: scale x 1.5, y 2; then clip to 100x150
+    out = rescale_detections(det, (50, 100), (100, 150))
+    torch.testing.assert_close(
+        out["boxes"],
+        torch.tensor([[15.0, 20.0, 30.0, 80.0], [148.5, 10.0, 150.0, 16.0], [0.0, 0.0, 3.0, 12.0]]),
+    )
+    assert out["sources"].tolist() == [4, 5, 6] and out["mask_probs"].shape == (3, 1, 28, 28)
+    det["boxes"][1] = torch.tensor([120.0, 5.0, 130.0, 8.0])  # entirely right of the image
+    out = rescale_detections(det, (50, 100), (100, 150))
+    assert out["sources"].tolist() == [4, 6] and out["labels"].tolist() == [1, 3]
+    assert len(out["mask_probs"]) == 2
