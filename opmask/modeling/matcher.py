@@ -57,3 +57,14 @@ def subsample_labels(
     pos = positive[torch.randperm(positive.numel(), device=labels.device)[:num_pos]]
     neg = negative[torch.randperm(negative.numel(), device=labels.device)[:num_neg]]
     return pos, neg
+
+
+def pairwise_iou(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """(N, M) IoU of boxes ``a`` (N, 4) and ``b`` (M, 4); 0 where they do not intersect (also
+    for empty boxes, which would otherwise give 0/0)."""
+    area_a = (a[:, 2] - a[:, 0]) * (a[:, 3] - a[:, 1])
+    area_b = (b[:, 2] - b[:, 0]) * (b[:, 3] - b[:, 1])
+    wh = torch.min(a[:, None, 2:], b[None, :, 2:]) - torch.max(a[:, None, :2], b[None, :, :2])
+    inter = wh.clamp(min=0).prod(dim=2)  # (N, M)
+    union = area_a[:, None] + area_b[None, :] - inter
+    return torch.where(inter > 0, inter / union, torch.zeros_like(inter))

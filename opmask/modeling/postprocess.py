@@ -24,14 +24,15 @@ def detections_with_sources(
     """Per image: ``boxes`` (D, 4), ``scores`` (D,), ``labels`` (D,) in 1..K and ``sources`` (D,),
     the index (into the concatenated proposals of all images) of each detection's proposal.
 
-    Detectron2's ``fast_rcnn_inference``: softmax, decode; drop proposals whose boxes or scores
-    are not finite; clip; drop background; score > ``score_thresh``; per-class NMS; top-k. No
-    small-box filter (Detectron2 drops empty boxes only after rescaling, ``rescale_detections``).
+    Detectron2's ``fast_rcnn_inference``: softmax, decode in float32; drop proposals whose boxes
+    or scores are not finite; clip; drop background; score > ``score_thresh``; per-class NMS;
+    top-k. No small-box filter (Detectron2 drops empty boxes only after rescaling, see
+    ``rescale_detections``).
     ``sources`` index the proposals before the finite filter (Detectron2's indices skip them).
     """
     num_classes = class_logits.shape[-1]
     counts = [len(p) for p in proposals]
-    boxes_all = box_coder.decode(box_deltas, proposals).split(counts)  # (n_i, K+1, 4)
+    boxes_all = box_coder.decode(box_deltas.float(), proposals).split(counts)  # (n_i, K+1, 4)
     scores_all = F.softmax(class_logits, -1).split(counts)
     offsets = torch.tensor([0] + counts[:-1], device=class_logits.device).cumsum(0)
     results = []

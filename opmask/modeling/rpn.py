@@ -11,11 +11,11 @@ from typing import Sequence
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torchvision.ops import batched_nms, box_iou, clip_boxes_to_image
+from torchvision.ops import batched_nms, clip_boxes_to_image
 
 from .anchor_generator import AnchorGenerator
 from .box_regression import Box2BoxTransform
-from .matcher import Matcher, subsample_labels
+from .matcher import Matcher, pairwise_iou, subsample_labels
 
 
 class StandardRPNHead(nn.Module):
@@ -168,7 +168,7 @@ class RPN(nn.Module):
         labels, matched = [], []
         for t in targets:
             gt = t["boxes"]
-            idx, lab = self.matcher(box_iou(gt, anchors))
+            idx, lab = self.matcher(pairwise_iou(gt, anchors))
             pos, neg = subsample_labels(lab, self.batch_size_per_image, self.positive_fraction, 0)
             lab = torch.full_like(lab, -1)
             lab[pos], lab[neg] = 1, 0

@@ -9,7 +9,7 @@ import torch.nn.functional as F
 from opmask.config import load_config
 from opmask.modeling.anchor_generator import AnchorGenerator
 from opmask.modeling.build import build_rpn
-from opmask.modeling.matcher import Matcher, subsample_labels
+from opmask.modeling.matcher import Matcher, pairwise_iou, subsample_labels
 from opmask.modeling.rpn import RPN, StandardRPNHead, find_top_rpn_proposals
 
 from ..conftest import SHAPES_OPMASK
@@ -173,3 +173,9 @@ def test_build_rpn_reads_the_detectron2_keys():
     assert rpn.smooth_l1_beta == 0.1 and rpn.loss_weights == (2.0, 1.0)
     assert rpn.min_box_size == 1 and rpn.box2box.weights == (1.0, 2.0, 3.0, 4.0)
     assert rpn.batch_size_per_image == cfg.MODEL.RPN.BATCH_SIZE_PER_IMAGE
+
+
+def test_pairwise_iou_zero_for_empty_boxes():
+    a = torch.tensor([[0.0, 0.0, 10.0, 10.0], [5.0, 5.0, 5.0, 9.0]])  # the second has no area
+    b = torch.tensor([[5.0, 0.0, 15.0, 10.0], [5.0, 5.0, 5.0, 9.0]])
+    torch.testing.assert_close(pairwise_iou(a, b), torch.tensor([[50 / 150, 0.0], [0.0, 0.0]]))
