@@ -44,6 +44,8 @@ def check_weights_path(path: str) -> None:
         raise WeightsFileError(f"MODEL.WEIGHTS {path} is a directory, not a weights file")
     if not os.path.isfile(path):
         raise WeightsFileError(f"MODEL.WEIGHTS {path}: file not found")
+    if os.path.getsize(path) == 0:
+        raise WeightsFileError(f"MODEL.WEIGHTS {path} is empty")
     if not os.access(path, os.R_OK):
         raise WeightsFileError(f"MODEL.WEIGHTS {path}: not readable (permission denied)")
 
@@ -59,6 +61,6 @@ def check_tensors(path: str, state: dict, kinds: tuple[type, ...] = (torch.Tenso
             raise WeightsFileError(f"{path}: state dict key {key!r} is not a name")
         if not isinstance(value, kinds):
             raise WeightsFileError(
-                f"{path}: entry {key!r} holds a {type(value).__name__}, not a tensor"
+                f"{path}: entry {key!r} is not a tensor but {type(value).__name__} {value!r:.40}"
             )
     return state

@@ -106,3 +106,77 @@ def test_config_diff_ignores_yaml_tuple_list_round_trip(tmp_path):
     assert back.SOLVER.STEPS == [3, 4] and config_diff(cfg, back) == []
     other = load_config(None, ["SOLVER.STEPS", "(3, 5)", "EXP.PS", "nvoc"])
     assert config_diff(other, back) == ["SOLVER.STEPS", "EXP.PS"]
+
+
+# ---------------------------------------------------------------------- declared value checks
+
+
+def test_every_key_has_a_declared_check():
+    from opmask.config import get_cfg
+    from opmask.config.checks import CHECKS, leaves
+
+    assert sorted(CHECKS) == sorted(k for k, _ in leaves(get_cfg()))
+
+
+@pytest.mark.parametrize(
+    "key,value,message",
+    [
+        ("SOLVER.IMS_PER_BATCH", "-2", "SOLVER.IMS_PER_BATCH must be >= 1, got -2"),
+        ("SOLVER.BASE_LR", "0", "SOLVER.BASE_LR must be > 0.0, got 0.0"),
+        ("SOLVER.CHECKPOINT_PERIOD", "0", "SOLVER.CHECKPOINT_PERIOD must be >= 1, got 0"),
+        ("TEST.EVAL_PERIOD", "-1", "TEST.EVAL_PERIOD must be >= 0 (0: off), got -1"),
+        ("SOLVER.STEPS", "(5, 5)", "SOLVER.STEPS must be strictly increasing"),
+        ("SOLVER.AMP.DTYPE", "half", "SOLVER.AMP.DTYPE must be one of ['float16', 'bfloat16']"),
+        ("MODEL.DEVICE", "gpu", "MODEL.DEVICE must be auto, cpu, cuda or cuda:N, got 'gpu'"),
+        ("MODEL.PIXEL_STD", "(1, 1)", "MODEL.PIXEL_STD must have 3 items"),
+        ("EXP.STRONG_CATEGORY_IDS", "[3, 3]", "EXP.STRONG_CATEGORY_IDS names a category twice"),
+        (
+            "SOLVER.MAX_ITER",
+            "None",
+            "command line: config key SOLVER.MAX_ITER expects int, got None",
+        ),
+    ],
+)
+def test_values_outside_their_declared_range_name_the_key(key, value, message):
+    with pytest.raises(ConfigError) as e:
+        load_config(None, [key, value])
+    assert message in str(e.value)
+
+
+def test_none_and_nan_in_a_file(tmp_path):
+    (tmp_path / "c.yaml").write_text("SOLVER:\n  BASE_LR: null\n")
+    with pytest.raises(ConfigError, match=r"c\.yaml: config key SOLVER.BASE_LR expects float"):
+        load_config(str(tmp_path / "c.yaml"))
+    (tmp_path / "c.yaml").write_text("SOLVER:\n  BASE_LR: .nan\n")
+    with pytest.raises(ConfigError, match="SOLVER.BASE_LR must be a finite number, got nan"):
+        load_config(str(tmp_path / "c.yaml"))
+
+
+def test_a_section_given_a_value_says_so():
+    with pytest.raises(ConfigError) as e:
+        load_config(None, ["SOLVER", "3"])
+    assert str(e.value) == (
+        "command line: SOLVER is a section, not a key: give a value to one of its keys, "
+        "e.g. SOLVER.MAX_ITER"
+    )
+
+
+def test_steps_beyond_max_iter_warn_but_load(caplog):
+    """A shortened run (smoke test, MAX_ITER is resume-safe) keeps its schedule's steps."""
+    cfg = load_config(None, ["SOLVER.MAX_ITER", "10", "SOLVER.STEPS", "(5, 20)"])
+    assert cfg.SOLVER.STEPS == (5, 20) and "[20] are not below SOLVER.MAX_ITER" in caplog.text
+
+
+def test_check_device():
+    import torch
+
+    from opmask.config import check_device
+
+    check_device("cpu", 4)
+    check_device("auto")
+    if torch.cuda.is_available():
+        with pytest.raises(ConfigError, match="needs 99 GPU"):
+            check_device("cuda:98")
+    else:
+        with pytest.raises(ConfigError, match="MODEL.DEVICE cuda:1: no CUDA GPU on this machine"):
+            check_device("cuda:1")

@@ -156,3 +156,60 @@ def test_catalog_spec_and_unknown_name(tmp_path, monkeypatch):
     monkeypatch.setenv("OPMASK_DATASETS", str(tmp_path))
     with pytest.raises(DatasetError, match="opmask-data shapes"):
         load_dataset("shapes_train")
+
+
+def _ann(**kw):
+    ann = {"id": 5, "image_id": 1, "category_id": 3, "bbox": [1, 1, 10, 10], "iscrowd": 0}
+    return {**ann, **kw}
+
+
+def test_boxes_within_tolerance_and_uncompressed_rle_load(tmp_path):
+    """Boxes may overshoot the image by 1 px + 5 % (annotation rounding); RLE counts may be a
+    list (COCO crowd annotations)."""
+    rle = {"size": [40, 50], "counts": _runs(np.ones((40, 50), np.uint8))}
+    anns = [
+        _ann(id=1, bbox=[-1.5, -0.5, 53.0, 41.0]),
+        _ann(id=2, bbox=[0, 0, 50, 40], segmentation=rle, iscrowd=1),
+        _ann(id=3, bbox=[0, 0, 5, 5], segmentation=None),
+    ]
+    json_file, root = _write(tmp_path, [_img()], anns)
+    dicts, _ = load_coco_json(json_file, root, "x")
+    assert len(dicts[0]["annotations"]) == 3
+    assert dicts[0]["annotations"][0]["bbox"] == [-1.5, -0.5, 51.5, 40.5]
+
+
+@pytest.mark.parametrize(
+    "ann,message",
+    [
+        (
+            _ann(bbox=[0, 0, 1e30, 5]),
+            "image id 1, annotation 5: bbox [0, 0, 1e+30, 5] lies outside",
+        ),
+        (_ann(bbox=[0, 0, float("inf"), 5]), "annotation 5: bbox must be 4 finite numbers"),
+        (_ann(segmentation={"size": [4, 5], "counts": "abc"}), "RLE size [4, 5] differs"),
+        (_ann(segmentation="x"), "segmentation must be a list of polygons or an RLE object"),
+        (_ann(category_id=[3]), "annotation 5: unknown category_id [3]"),
+        (_ann(image_id=2), "annotation 5 refers to image id 2, not in 'images'"),
+        (_ann(id="5"), "annotations[0]: id '5' is not an integer"),
+    ],
+)
+def test_bad_annotation_names_file_image_and_annotation(tmp_path, ann, message):
+    json_file, root = _write(tmp_path, [_img()], [ann])
+    with pytest.raises(DatasetError) as e:
+        load_coco_json(json_file, root, "x")
+    assert str(e.value).startswith(json_file + ": ") and message in str(e.value)
+
+
+def test_duplicate_image_ids_are_refused_not_merged(tmp_path):
+    json_file, root = _write(tmp_path, [_img(1), {**_img(1), "file_name": "2.png"}], [])
+    with pytest.raises(DatasetError, match=r"duplicate image id 1 \(images\[1\]\)"):
+        load_coco_json(json_file, root, "x")
+
+
+def test_declared_split_must_name_categories(tmp_path):
+    json_file, root = _write(tmp_path, [_img()], [])
+    data = json.loads(open(json_file).read())
+    data["opmask"] = {"strong_category_ids": [3, 99]}
+    (tmp_path / "ann.json").write_text(json.dumps(data))
+    with pytest.raises(DatasetError, match=r"opmask.strong_category_ids \[99\] are not categories"):
+        load_coco_json(json_file, root, "x")

@@ -22,3 +22,12 @@ def test_dataset_and_explicit_splits():
         strong_category_ids("voc", [1, 2, 3], dataset_name="mine")
     with pytest.raises(SplitError, match=r"\[7\]"):
         strong_category_ids("", [1, 2], explicit_ids=[7])
+
+
+def test_unknown_explicit_id_is_named():
+    """Not "99 is not in list": the key and the id."""
+    with pytest.raises(SplitError) as e:
+        strong_category_ids("voc", COCO_IDS, explicit_ids=[1, 99], dataset_name="coco_2017_train")
+    assert str(e.value) == (
+        "EXP.STRONG_CATEGORY_IDS names categories [99] that coco_2017_train lacks"
+    )
