@@ -17,7 +17,14 @@ from ..data.splits import SplitError
 from ..engine import comm, exit_codes, preempt
 from ..engine.checkpoint import CheckpointError
 from ..engine.launch import launch
-from ..engine.run_dir import RunFolderError, prepare, run_folder, setup_logging
+from ..engine.run_dir import (
+    RunFolderError,
+    RunLock,
+    claim,
+    run_folder,
+    settle_config,
+    setup_logging,
+)
 from ..engine.train_loop import CheckpointedExit, NonFiniteLossError, evaluate_only, train
 from ..modeling.weights import UnsafeWeightsError, check_weights_file
 
@@ -176,12 +183,29 @@ def validate_inputs(cfg: CfgNode, args: argparse.Namespace) -> None:
     check_datasets(cfg, eval_only=args.eval_only)
 
 
-def setup(args: argparse.Namespace) -> tuple[CfgNode, str]:
-    """Load the config and prepare the run folder (once, before any worker starts)."""
+def setup(args: argparse.Namespace) -> tuple[CfgNode, str, RunLock | None]:
+    """Load and validate every input, then claim the run folder (once, before any worker starts).
+
+    Returns the final config, the run folder and its lock (None on machines other than 0,
+    which neither lock nor write); the caller releases the lock.
+    """
     cfg = load_config(args.config_file, args.opts)
     validate_inputs(cfg, args)
     run_dir = run_folder(cfg, args.exp_id, args.output_dir)
-    return prepare(cfg, run_dir, resume=args.resume, eval_only=args.eval_only), run_dir
+    if args.machine_rank != 0 or not comm.is_main_process():  # e.g. srun's other tasks
+        cfg = settle_config(cfg, run_dir, resume=args.resume, eval_only=args.eval_only)
+        return cfg, run_dir, None
+    cfg, lock = claim(cfg, run_dir, resume=args.resume, eval_only=args.eval_only)
+    return cfg, run_dir, lock
+
+
+def _finish(lock: RunLock | None, code: int) -> int:
+    """Release the run folder; a start that failed on bad input leaves nothing behind."""
+    if lock is not None and code == exit_codes.ERROR:
+        lock.abandon()
+    elif lock is not None:
+        lock.release()
+    return code
 
 
 def execute(cfg: CfgNode, run_dir: str, *, resume: bool, eval_only: bool) -> dict:
@@ -196,8 +220,17 @@ def execute(cfg: CfgNode, run_dir: str, *, resume: bool, eval_only: bool) -> dic
 
 def run(args: argparse.Namespace) -> dict:
     """Set up and execute in this one process (the demo uses this)."""
-    cfg, run_dir = setup(args)
-    return execute(cfg, run_dir, resume=args.resume, eval_only=args.eval_only)
+    cfg, run_dir, lock = setup(args)
+    try:
+        results = execute(cfg, run_dir, resume=args.resume, eval_only=args.eval_only)
+    except INPUT_ERRORS:
+        _finish(lock, exit_codes.ERROR)
+        raise
+    except BaseException:
+        _finish(lock, exit_codes.NON_FINITE)  # a bug or NaN: keep the folder as it is
+        raise
+    _finish(lock, exit_codes.OK)
+    return results
 
 
 def _fail(message: str) -> None:
@@ -233,20 +266,28 @@ def worker(cfg_yaml: str, run_dir: str, resume: bool, eval_only: bool) -> int:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     try:
-        cfg, run_dir = setup(args)
+        cfg, run_dir, lock = setup(args)
     except INPUT_ERRORS as e:
         print(f"opmask-train: error: {e}", file=sys.stderr)
         return exit_codes.ERROR
-    return launch(
-        worker,
-        (cfg.dump(), run_dir, args.resume, args.eval_only),
-        num_procs=args.num_gpus,
-        num_machines=args.num_machines,
-        machine_rank=args.machine_rank,
-        dist_url=args.dist_url,
-        device=cfg.MODEL.DEVICE,
-        timeout_min=args.dist_timeout,
-    )
+    try:
+        code = launch(
+            worker,
+            (cfg.dump(), run_dir, args.resume, args.eval_only),
+            num_procs=args.num_gpus,
+            num_machines=args.num_machines,
+            machine_rank=args.machine_rank,
+            dist_url=args.dist_url,
+            device=cfg.MODEL.DEVICE,
+            timeout_min=args.dist_timeout,
+        )
+    except INPUT_ERRORS as e:
+        print(f"opmask-train: error: {e}", file=sys.stderr)
+        code = exit_codes.ERROR
+    except BaseException:
+        _finish(lock, exit_codes.NON_FINITE)  # a bug: keep the folder as it is
+        raise
+    return _finish(lock, code)
 
 
 if __name__ == "__main__":

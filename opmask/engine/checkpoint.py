@@ -14,7 +14,7 @@ import logging
 import os
 import random
 import re
-import tempfile
+import secrets
 
 import numpy as np
 import torch
@@ -36,10 +36,18 @@ class CheckpointError(RuntimeError):
     """No usable checkpoint, or an incompatible one."""
 
 
+TMP_PREFIX = ".tmp-"
+
+
 def atomic_write_bytes(path: str, data: bytes) -> None:
-    """Write ``data`` to ``path`` so readers see the old file or the whole new one, never a part."""
+    """Write ``data`` to ``path`` so readers see the old file or the whole new one, never a part.
+
+    The file's mode follows the user's umask (like any file ``open`` creates).
+    """
     folder = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=folder)
+    name = f"{TMP_PREFIX}{os.path.basename(path)}.{os.getpid()}.{secrets.token_hex(4)}"
+    tmp = os.path.join(folder, name)
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(data)
@@ -130,40 +138,81 @@ class Checkpointer:
             return f.read().strip()
 
     def candidates(self) -> list[str]:
-        """Checkpoint files, newest first: ``last_checkpoint``'s target, then by iteration."""
+        """Checkpoint files (``*.pth``), newest first: ``last_checkpoint``'s target,
+        ``model_final.pth``, periodic ones by iteration, then any other ``*.pth``."""
         if not os.path.isdir(self.folder):
             return []
-        names = sorted((n for n in os.listdir(self.folder) if _PERIODIC.match(n)), reverse=True)
-        newest = self.last_name()
-        if newest is not None:
-            if newest in names:
-                names.remove(newest)
-            if os.path.isfile(self.path(newest)):
-                names.insert(0, newest)
-        return [self.path(n) for n in names]
+        files = {n for n in os.listdir(self.folder) if n.endswith(".pth") and not n.startswith(".")}
+        periodic = sorted((n for n in files if _PERIODIC.match(n)), reverse=True)
+        names = periodic + sorted(files - set(periodic) - {"model_final.pth"})
+        for first in ("model_final.pth", self.last_name()):  # the last one inserted is first
+            if first in files:
+                names = [first] + [n for n in names if n != first]
+        return [self.path(n) for n in names if os.path.isfile(self.path(n))]
 
     def load_latest_valid(self) -> tuple[str, dict] | None:
-        """The newest checkpoint whose hash verifies; corrupt ones are reported and skipped."""
+        """The newest usable checkpoint: its hash verifies, or it has no hash file but a valid
+        container (used after a warning naming it). Unusable ones are reported and skipped.
+
+        Returns:
+            ``(path, state)``, or None when the folder holds no checkpoint file at all.
+
+        Raises:
+            CheckpointError: there are checkpoint files but none is usable; the message lists
+                each file and why (nothing is changed, nothing starts over them).
+        """
+        problems = []
         for path in self.candidates():
             try:
-                return path, load_verified(path)
+                state = load_verified(path, allow_unhashed=True)
             except CheckpointError as e:
-                logger.warning("Skipping checkpoint: %s", e)
+                problems.append(str(e).replace(self.folder + os.sep, ""))
+                continue
+            for problem in problems:
+                logger.warning("Skipping checkpoint: %s", problem)
+            return path, state
+        if problems:
+            raise CheckpointError(
+                f"no usable checkpoint in {self.folder} (refusing to start over "
+                f"{len(problems)} file(s)): " + "; ".join(problems)
+            )
         return None
 
 
-def load_verified(path: str) -> dict:
-    """Read a checkpoint after checking its recorded SHA-256; never unrestricted unpickling."""
+def load_verified(path: str, *, allow_unhashed: bool = False) -> dict:
+    """Read a checkpoint after checking its recorded SHA-256; never unrestricted unpickling.
+
+    With ``allow_unhashed``, a file without ``.sha256`` is accepted (with a warning naming it)
+    when it is a readable weights-only checkpoint holding ``model`` and ``iteration``.
+    """
     try:
         with open(path, "rb") as f:
             data = f.read()
-        with open(path + ".sha256", encoding="utf-8") as f:
-            expected = f.read().strip()
     except OSError as e:
-        raise CheckpointError(f"{path}: cannot read it or its hash: {e}") from None
-    if hashlib.sha256(data).hexdigest() != expected:
-        raise CheckpointError(f"{path}: content does not match its recorded hash (corrupt)")
-    return load_safely(io.BytesIO(data), path)
+        raise CheckpointError(f"{path}: cannot read it: {e.strerror or e}") from None
+    unhashed = allow_unhashed and not os.path.lexists(path + ".sha256")
+    if not unhashed:
+        try:
+            with open(path + ".sha256", encoding="utf-8") as f:
+                expected = f.read().strip()
+        except (OSError, UnicodeDecodeError) as e:
+            raise CheckpointError(f"{path}: cannot read its hash file: {e}") from None
+        if hashlib.sha256(data).hexdigest() != expected:
+            raise CheckpointError(f"{path}: content does not match its recorded hash (corrupt)")
+    state = load_safely(io.BytesIO(data), path)
+    if not (
+        isinstance(state, dict)
+        and isinstance(state.get("model"), dict)
+        and isinstance(state.get("iteration"), int)
+    ):
+        raise CheckpointError(f"{path}: not a checkpoint (no 'model' and 'iteration')")
+    if unhashed:
+        logger.warning(
+            "%s has no .sha256 hash file; its container is a valid checkpoint, so it is used "
+            "unverified",
+            path,
+        )
+    return state
 
 
 def load_safely(f, name: str) -> dict:
