@@ -1,17 +1,26 @@
-"""Backbone weights from files, mapped by name; never executes code stored in the file.
+"""Weights from files, mapped by name; never executes code stored in the file. And back out.
 
 - ``.pth`` / ``.pt``: a torchvision ResNet state dict (``conv1.weight``, ``layer1.0.bn1.weight``…),
-  or a checkpoint of ours (``{"model": state_dict}``); read with ``torch.load(weights_only=True)``.
-- ``.pkl``: Detectron2 / Caffe2 MSRA backbones, with Caffe2 blob names (``res2_0_branch2a_w``) or
-  Detectron2 module names (``res2.0.conv1.weight``); read with an unpickler that only rebuilds
-  numpy arrays and plain containers.
+  a checkpoint of ours (``{"model": state_dict}``), or a Detectron2 ``GeneralizedRCNN``
+  checkpoint (``{"model": state_dict}`` in Detectron2's names; the official OPMask code's for
+  OPMask); read with ``torch.load(weights_only=True)``.
+- ``.pkl``: Detectron2 model-zoo files (``{"model": {name: ndarray}, "__author__": …}``, full
+  detectors or backbones such as ``res2.0.conv1.weight``) and Caffe2 MSRA backbones
+  (``res2_0_branch2a_w``); read with an unpickler that only rebuilds numpy arrays and plain
+  containers.
+
+Detectron2 names and class order are converted by :mod:`.detectron2_names`; every file key that
+maps to nothing is reported by name. :func:`detectron2_file` writes a model in Detectron2's names.
 """
 
 from __future__ import annotations
 
+import io
 import logging
 import pickle
+import pickletools
 import re
+import zipfile
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -19,6 +28,7 @@ import torch
 from torch import nn
 
 from ..safeload import check_tensors, check_weights_path, refusal_reason
+from .detectron2_names import detectron2_aliases, from_detectron2_value, to_detectron2
 
 logger = logging.getLogger(__name__)
 
@@ -37,6 +47,7 @@ _ALLOWED_GLOBALS = {
     ("numpy", "ndarray"),
     ("numpy", "dtype"),
     ("collections", "OrderedDict"),
+    ("_codecs", "encode"),  # bytes in protocol-2 pickles written by Python 3
 }
 
 
@@ -83,28 +94,13 @@ def _caffe2_to_torchvision(name: str) -> str | None:
     return prefix + mod + ("." + (_CAFFE2_BN[kind[3:]] if kind != "w" else "weight"))
 
 
-def _detectron2_to_torchvision(name: str) -> str | None:
-    """``res2.0.conv1.norm.weight`` -> ``layer1.0.bn1.weight``; ``stem.conv1.*`` -> stem."""
-    name = name.removeprefix("backbone.bottom_up.")
-    m = re.fullmatch(r"stem\.conv1\.(norm\.)?(\w+)", name)
-    if m:
-        return ("bn1." if m.group(1) else "conv1.") + m.group(2)
-    m = re.fullmatch(r"res(\d)\.(\d+)\.(conv[123]|shortcut)\.(norm\.)?(\w+)", name)
-    if not m:
-        return None
-    stage, block, conv, norm, leaf = m.groups()
-    if conv == "shortcut":
-        mod = "downsample.1" if norm else "downsample.0"
-    else:
-        mod = f"bn{conv[-1]}" if norm else conv
-    return f"layer{int(stage) - 1}.{block}.{mod}.{leaf}"
-
-
 @dataclass
 class LoadReport:
     loaded: list[str] = field(default_factory=list)
-    missing: list[str] = field(default_factory=list)  # backbone keys the file did not provide
+    # model keys the file did not provide (only the backbone's when the file is a backbone)
+    missing: list[str] = field(default_factory=list)
     unexpected: list[str] = field(default_factory=list)  # file keys that map to nothing
+    ignored: list[str] = field(default_factory=list)  # file keys the config gives (pixel_mean…)
 
 
 def check_weights_file(path: str) -> None:
@@ -122,7 +118,7 @@ def _read_state(path: str) -> tuple[dict, str]:
     try:
         data = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:
-        raise UnsafeWeightsError(f"{path}: refused: {refusal_reason(e)}") from None
+        raise UnsafeWeightsError(f"{path}: refused: {_refusal(path, e)}") from None
     except Exception as e:  # truncated, not a torch file, or corrupt inside
         reason = f"{type(e).__name__}: {e}".splitlines()[0]
         raise UnsafeWeightsError(f"{path}: not a readable weights file ({reason})") from None
@@ -132,39 +128,122 @@ def _read_state(path: str) -> tuple[dict, str]:
     return check_tensors(path, state), "pth"
 
 
-def _target_name(key: str, kind: str, own: dict) -> str | None:
+def _refusal(path: str, e: Exception) -> str:
+    """torch's reason, or (when it names no global, e.g. an opcode it stops at first) the
+    globals outside torch the pickle references, found by reading its opcodes without running
+    them."""
+    reason = refusal_reason(e)
+    if "global" in reason.lower():
+        return reason
+    found = [g for g in _pickle_globals(path) if not g.startswith(_PLAIN_GLOBALS)]
+    return f"it references {', '.join(found)} (not plain weight data)" if found else reason
+
+
+_PLAIN_GLOBALS = ("torch.", "collections.OrderedDict", "_codecs.encode", "numpy.")
+
+
+def _pickle_globals(path: str) -> list[str]:
+    """``module.name`` of every GLOBAL / STACK_GLOBAL in the file's pickle (a torch zip's
+    ``data.pkl`` or a plain pickle), in order; [] when it cannot be parsed."""
+    try:
+        with open(path, "rb") as f:
+            data = f.read()
+        if zipfile.is_zipfile(io.BytesIO(data)):
+            with zipfile.ZipFile(io.BytesIO(data)) as z:
+                data = z.read(next(n for n in z.namelist() if n.endswith("data.pkl")))
+        return _globals_of(data)
+    except Exception:  # noqa: BLE001 - only used to word an error message
+        return []
+
+
+def _globals_of(data: bytes) -> list[str]:
+    """Globals named by the opcodes; STACK_GLOBAL's operands are the last two strings pushed
+    (directly or from the memo)."""
+    strings, memo, out, top = [], {}, [], None
+    for op, arg, _ in pickletools.genops(data):
+        if op.name == "GLOBAL":
+            out.append(arg.replace(" ", "."))
+        elif op.name == "STACK_GLOBAL" and len(strings) >= 2:
+            out.append(f"{strings[-2]}.{strings[-1]}")
+        if op.name == "MEMOIZE":
+            memo[len(memo)] = top
+        elif op.name in ("PUT", "BINPUT", "LONG_BINPUT"):
+            memo[arg] = top
+        else:
+            top = memo.get(arg) if op.name in ("GET", "BINGET", "LONG_BINGET") else arg
+            if isinstance(top, str) and ("UNICODE" in op.name or "GET" in op.name):
+                strings.append(top)
+    return list(dict.fromkeys(out))
+
+
+# Keys of old Detectron2 / Caffe2 files whose values come from the config, as Detectron2 skips them.
+_IGNORED = re.compile(r"pixel_(mean|std)|.*anchor_generator\.cell_anchors\..*|.*_momentum")
+
+
+def _target_name(key: str, kind: str, own: dict, aliases: dict) -> tuple[str | None, bool]:
+    """Our key for file key ``key``, and whether it is in Detectron2's class order."""
     if key in own:  # a checkpoint of this very model
-        return key
-    if kind == "pkl":
-        tv = _caffe2_to_torchvision(key) or _detectron2_to_torchvision(key)
-    else:
-        tv = key
-    return BODY + tv if tv is not None and BODY + tv in own else None
+        return key, False
+    if key in aliases:
+        return aliases[key], True
+    tv = _caffe2_to_torchvision(key) if kind == "pkl" else key
+    return (BODY + tv if tv is not None and BODY + tv in own else None), False
+
+
+def _as_tensor(value, kind: str) -> torch.Tensor:
+    return torch.as_tensor(np.asarray(value)) if kind == "pkl" else value
 
 
 def load_weights(model: nn.Module, path: str) -> LoadReport:
     """Copy matching tensors from ``path`` into ``model``; logs and returns what matched."""
     state, kind = _read_state(path)
-    own = model.state_dict()
+    own, aliases = model.state_dict(), detectron2_aliases(model)
     report = LoadReport()
     for key, value in state.items():
-        target = _target_name(key, kind, own)
+        target, from_d2 = _target_name(key, kind, own, aliases)
         if target is None:
-            report.unexpected.append(key)
+            (report.ignored if _IGNORED.fullmatch(key) else report.unexpected).append(key)
             continue
-        tensor = torch.as_tensor(np.asarray(value)) if kind == "pkl" else value
+        tensor = _as_tensor(value, kind)
+        tensor = from_detectron2_value(target, tensor) if from_d2 else tensor
         if tuple(tensor.shape) != tuple(own[target].shape):
             raise ValueError(
-                f"{path}: {key} has shape {tuple(tensor.shape)}, model's {target} "
+                f"{path}: {key} has shape {tuple(value.shape)}, model's {target} "
                 f"has {tuple(own[target].shape)}"
             )
         own[target].copy_(tensor)
         report.loaded.append(target)
-    body_keys = [k for k in own if k.startswith(BODY) and "num_batches_tracked" not in k]
-    report.missing = sorted(set(body_keys) - set(report.loaded))
+    report.missing = _missing(own, report.loaded)
+    _log(report, path)
+    return report
+
+
+def _missing(own: dict, loaded: list[str]) -> list[str]:
+    """Model keys not loaded: all of them for a detector checkpoint, else the backbone's."""
+    whole = any(not k.startswith(BODY) for k in loaded)
+    keys = [k for k in own if (whole or k.startswith(BODY)) and "num_batches_tracked" not in k]
+    return sorted(set(keys) - set(loaded))
+
+
+def _log(report: LoadReport, path: str) -> None:
     logger.info("Loaded %d tensors from %s", len(report.loaded), path)
     if report.missing:
-        logger.warning("Backbone keys missing from %s: %s", path, report.missing)
+        logger.warning("Model keys missing from %s: %s", path, report.missing)
     if report.unexpected:
-        logger.info("Keys in %s not used: %s", path, report.unexpected)
-    return report
+        logger.warning("Keys in %s that map to nothing: %s", path, report.unexpected)
+    if report.ignored:
+        logger.info("Keys in %s taken from the config instead: %s", path, report.ignored)
+
+
+def detectron2_file(model: nn.Module, pkl: bool, state: dict | None = None) -> tuple[bytes, list]:
+    """The bytes of a file holding ``state`` (default the model's) in Detectron2's names and class
+    order: a Detectron2 model-zoo ``.pkl`` (numpy arrays) if ``pkl``, else a ``.pth``
+    ``{"model": state_dict}``; and the keys that have no Detectron2 name (left out)."""
+    d2, left_out = to_detectron2(model, state)
+    d2 = {k: v.detach().cpu().clone() for k, v in d2.items()}  # clone: no shared storage
+    if pkl:
+        payload = {"model": {k: v.numpy() for k, v in d2.items()}, "__author__": "opmask"}
+        return pickle.dumps(payload, protocol=4), left_out
+    buf = io.BytesIO()
+    torch.save({"model": d2, "__author__": "opmask"}, buf)
+    return buf.getvalue(), left_out
