@@ -141,9 +141,21 @@ def _check_bbox(bbox: Any, img: dict) -> str | None:
     return None
 
 
+def _finite_numbers(values: Any) -> bool:
+    """A list of finite numbers (fast path: one C-level sum; per item only when it fails)."""
+    if not isinstance(values, list):
+        return False
+    try:
+        if math.isfinite(sum(values)):
+            return True
+    except TypeError:
+        return False
+    return all(map(_is_finite, values))  # inf/nan inside, or a sum that overflowed
+
+
 def _check_segmentation(segm: Any, img: dict) -> str | None:
     if segm is None or is_polygon(segm):
-        bad = [p for p in segm or [] if not isinstance(p, list) or not all(map(_is_finite, p))]
+        bad = [p for p in segm or [] if not _finite_numbers(p)]
         return f"polygon {bad[0]!r:.60} is not a list of finite numbers" if bad else None
     if isinstance(segm, dict):
         size, counts = segm.get("size"), segm.get("counts")
