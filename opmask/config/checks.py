@@ -49,15 +49,28 @@ def integer(lo: int | None = None, hi: int | None = None) -> Check:
 def period(off: bool) -> Check:
     """Every N iterations: N >= 1, or also 0 (= off) when ``off``."""
     inner = integer(0 if off else 1)
-    return lambda v: inner(v) and inner(v) + (" (0: off)" if off else "")
+
+    def check(v):
+        problem = inner(v)
+        return problem and problem + (" (0: off)" if off else "")
+
+    return check
 
 
-def number(lo: float | None = None, hi: float | None = None, *, gt: float | None = None) -> Check:
+def number(
+    lo: float | None = None,
+    hi: float | None = None,
+    *,
+    gt: float | None = None,
+    lt: float | None = None,
+) -> Check:
     def check(v):
         if not _is_num(v) or not math.isfinite(v):
             return "must be a finite number"
         if gt is not None and v <= gt:
             return f"must be > {gt}"
+        if lt is not None and v >= lt:
+            return f"must be < {lt}"
         if lo is not None and v < lo:
             return f"must be >= {lo}"
         if hi is not None and v > hi:
@@ -153,7 +166,7 @@ CHECKS: dict[str, Check] = {
     "MODEL.FPN.NORM": choice(*NORMS[:4]),
     "MODEL.ANCHOR_GENERATOR.SIZES": seq(seq(number(gt=0), min_len=1), min_len=1),
     "MODEL.ANCHOR_GENERATOR.ASPECT_RATIOS": seq(seq(number(gt=0), min_len=1), min_len=1),
-    "MODEL.ANCHOR_GENERATOR.OFFSET": lambda v: number(0.0)(v) or (None if v < 1 else "must be < 1"),
+    "MODEL.ANCHOR_GENERATOR.OFFSET": number(0.0, lt=1.0),
     "MODEL.PROPOSAL_GENERATOR.MIN_SIZE": number(0.0),
     "MODEL.RPN.IN_FEATURES": subset(*LEVELS),
     "MODEL.RPN.BATCH_SIZE_PER_IMAGE": POSITIVE,
@@ -235,11 +248,11 @@ CHECKS: dict[str, Check] = {
     "TEST.DETECTIONS_PER_IMAGE": POSITIVE,
     "TEST.EXPECTED_RESULTS": anything,
     "OUTPUT_DIR": text(nonempty=True),
-    "SEED": integer(hi=2**31 - 1 - 1024),  # + rank must still seed numpy
+    "SEED": integer(hi=2**32 - 1),  # negative: drawn at random
     "CUDNN_BENCHMARK": flag,
     "VIS_PERIOD": period(off=True),
     "EXP.PS": choice("voc", "nvoc", "40_classes_inc", "", "dataset"),
-    "EXP.STRONG_CATEGORY_IDS": seq(integer(), increasing=False),
+    "EXP.STRONG_CATEGORY_IDS": seq(integer()),
     "EXP.TRAINER": text(),
     "EXP.PRINT_PERIOD": period(off=False),
     "EXP.FOLDER_NAME": text(nonempty=True),
