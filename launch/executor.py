@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
+import io
+import logging
 import os
 import shutil
 import subprocess
@@ -10,6 +13,7 @@ from dataclasses import dataclass, fields
 
 import submitit
 import yaml
+from submitit.core.utils import FailedJobError
 
 PROFILE_DIR = os.path.join(
     os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "slurm", "profiles"
@@ -84,35 +88,99 @@ def load_profile(name: str) -> dict:
     if not os.path.isfile(path):
         known = sorted(f[:-5] for f in os.listdir(PROFILE_DIR) if f.endswith(".yaml"))
         raise LaunchError(f"cluster profile not found: {path} (known: {', '.join(known)})")
-    with open(path, encoding="utf-8") as f:
-        data = yaml.safe_load(f) or {}
+    try:
+        with open(path, encoding="utf-8") as f:
+            data = yaml.safe_load(f)
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f" at line {mark.line + 1}" if mark is not None else ""
+        raise LaunchError(f"{path}: not valid YAML{where}: {getattr(e, 'problem', e)}") from None
+    data = {} if data is None else data
+    if not isinstance(data, dict):
+        raise LaunchError(f"{path}: a profile is a mapping of resource keys, got {_kind(data)}")
     valid = {f.name for f in fields(Resources)}
     unknown = sorted(set(data) - valid)
     if unknown:
         raise LaunchError(f"{path}: unknown profile keys {unknown}; valid: {sorted(valid)}")
+    for key, value in data.items():
+        check_resource(key, value, f"{path}: {key}")
     return data
 
 
-def resolve_resources(args: argparse.Namespace) -> Resources:
-    res = Resources(**load_profile(args.profile))
+# Smallest allowed value of each numeric resource.
+_MINIMUM = {"nodes": 1, "cpus_per_task": 1, "time_min": 1, "array_parallelism": 1}
+
+
+def _kind(value) -> str:
+    return f"{type(value).__name__} {value!r}"
+
+
+def check_resource(key: str, value, where: str) -> None:
+    """Raise LaunchError naming ``where`` unless ``value`` fits the ``Resources`` field ``key``."""
+    default = Resources.__dataclass_fields__[key].default
+    if isinstance(default, str):
+        if not isinstance(value, str):
+            raise LaunchError(f"{where} must be a string, got {_kind(value)}")
+        return
+    numeric = (int, float) if isinstance(default, float) else (int,)
+    if isinstance(value, bool) or not isinstance(value, numeric):
+        expected = "a number" if isinstance(default, float) else "an integer"
+        raise LaunchError(f"{where} must be {expected}, got {_kind(value)}")
+    if value < _MINIMUM.get(key, 0):
+        raise LaunchError(f"{where} must be >= {_MINIMUM.get(key, 0)}, got {value}")
+
+
+def resolve_resources(args: argparse.Namespace, base: Resources | None = None) -> Resources:
+    """``base`` (else ``--profile``'s values), then the flags given on the command line."""
+    res = base or Resources(**load_profile(args.profile))
     for f in fields(Resources):
         value = getattr(args, f.name, None)
         if value is not None:
+            check_resource(f.name, value, "--time" if f.name == "time_min" else _flag(f.name))
             setattr(res, f.name, value)
     return res
 
 
+def _flag(name: str) -> str:
+    return "--" + name.replace("_", "-")
+
+
 def check_partition(partition: str) -> None:
-    """Refuse a partition SLURM does not know, before anything is submitted."""
-    if not partition or shutil.which("sinfo") is None:
-        return
+    """Refuse a missing cluster or a partition SLURM does not know, before anything is written."""
+    asked = f" for partition {partition!r}" if partition else ""
+    if shutil.which("sinfo") is None:
+        raise LaunchError(f"no SLURM cluster here{asked} (sinfo not found); use --local")
     out = subprocess.run(["sinfo", "-h", "-o", "%R"], capture_output=True, text=True)
+    if out.returncode != 0:
+        why = " ".join((out.stderr.strip().splitlines() or ["sinfo failed"])[-1].split())
+        raise LaunchError(f"cannot reach the SLURM cluster{asked} ({why}); use --local")
     known = sorted(set(out.stdout.split()))
-    if out.returncode == 0 and partition not in known:
+    if partition and partition not in known:
         raise LaunchError(
             f"partition {partition!r} does not exist on this cluster "
             f"(known: {', '.join(known) or 'none'})"
         )
+
+
+def submit_all(ex, calls: list, *, array: bool) -> list:
+    """Submit ``calls`` with ``ex`` (as one job array when ``array``); returns the jobs.
+
+    Raises:
+        LaunchError: sbatch refused the request (its message, on one line).
+    """
+    quiet, sub_logger = io.StringIO(), logging.getLogger("submitit")
+    level = sub_logger.level
+    sub_logger.setLevel(logging.CRITICAL)  # submitit would print sbatch's error a second time
+    try:
+        with contextlib.redirect_stderr(quiet):
+            with ex.batch() if array else contextlib.nullcontext():
+                jobs = [ex.submit(c) for c in calls]
+    except (FailedJobError, OSError, subprocess.SubprocessError) as e:
+        text = " ".join(str(e).split()) or " ".join(quiet.getvalue().split())
+        raise LaunchError(f"sbatch refused the request: {text or type(e).__name__}") from None
+    finally:
+        sub_logger.setLevel(level)
+    return jobs
 
 
 def executor_parameters(res: Resources, name: str) -> dict:

@@ -22,6 +22,7 @@ import submitit
 from opmask.engine import exit_codes, preempt
 from opmask.engine.checkpoint import Checkpointer, periodic_iteration
 from opmask.engine.launch import launch
+from opmask.engine.run_dir import RunFolderError, RunLock
 
 logger = logging.getLogger("opmask.launch")
 
@@ -102,21 +103,33 @@ class TrainJob:
         self.dist_timeout_min = dist_timeout_min
 
     def __call__(self) -> dict:
-        from opmask.cli.train import worker
-
         env = submitit.JobEnvironment()
         if env.global_rank == 0:
             print(describe_attempt(self.run_dir), flush=True)
         if env.num_tasks > 1:
             submitit.helpers.TorchDistributedEnvironment().export(set_cuda_visible_devices=False)
         deferred = _DeferredSignal()
+        main = env.global_rank == 0
+        try:  # rank 0 holds the run folder's lock (the submitter may still be letting it go)
+            lock = RunLock(self.run_dir).acquire(wait_s=60) if main else None
+        except RunFolderError as e:
+            record_attempt(self.run_dir, outcome="application_error", error=str(e))
+            raise ApplicationError(str(e)) from None
+        try:
+            return self._train(deferred, main)
+        finally:
+            if lock is not None:
+                lock.release()
+
+    def _train(self, deferred: _DeferredSignal, main: bool) -> dict:
+        from opmask.cli.train import worker
+
         code = launch(
             worker,
             (self.cfg_yaml, self.run_dir, True, False),
             device=self.device,
             timeout_min=self.dist_timeout_min,
         )
-        main = env.global_rank == 0
         if code == exit_codes.CHECKPOINTED and deferred.received:
             reason = deferred.reason()
             if main:

@@ -14,8 +14,8 @@ import sys
 
 from opmask.config import ConfigError, load_config
 from opmask.data.coco import DatasetError
-from opmask.engine.checkpoint import atomic_write_bytes
-from opmask.engine.run_dir import RunFolderError, prepare, run_folder
+from opmask.engine.checkpoint import CheckpointError, atomic_write_bytes
+from opmask.engine.run_dir import RunFolderError, claim, run_folder
 
 from .executor import (
     LaunchError,
@@ -25,10 +25,11 @@ from .executor import (
     make_executor,
     resolve_resources,
     sbatch_script,
+    submit_all,
 )
 from .job import TrainJob
 
-ERRORS = (ConfigError, DatasetError, RunFolderError, LaunchError)
+ERRORS = (ConfigError, DatasetError, RunFolderError, CheckpointError, LaunchError)
 
 EPILOG = """\
 examples:
@@ -109,17 +110,17 @@ def main(argv: list[str] | None = None) -> int:
             print(sbatch_script(os.path.join(folder, "%j"), res, name))
             print("# resolved training config:\n" + cfg.dump())
             return 0
-        cfg = prepare(cfg, run_dir, resume=args.resume, eval_only=False)
+        cfg, lock = claim(cfg, run_dir, resume=args.resume, eval_only=False)
     except ERRORS as e:
         print(f"opmask-submit: error: {e}", file=sys.stderr)
         return 1
-    job = make_executor(os.path.join(folder, "%j"), res, name, local=args.local).submit(
-        TrainJob(cfg.dump(), run_dir, cfg.MODEL.DEVICE, args.dist_timeout)
-    )
-    atomic_write_bytes(
-        os.path.join(run_dir, "submission.json"),
-        json.dumps({"job_id": job.job_id, "submitit_folder": folder}).encode(),
-    )
+    try:
+        job = _submit(cfg, run_dir, folder, res, name, args)
+    except LaunchError as e:
+        lock.abandon()  # a new run folder is removed; a resumed one keeps its record
+        print(f"opmask-submit: error: {e}", file=sys.stderr)
+        return 1
+    lock.release()  # the job takes it over
     print(f"submitted job {job.job_id}\nrun folder: {run_dir}")
     if args.local:
         print(json.dumps(job.result()))
@@ -129,6 +130,24 @@ def main(argv: list[str] | None = None) -> int:
         f"sacct -j {job.job_id} --duplicates   |   tensorboard --logdir {run_dir}"
     )
     return 0
+
+
+def _submit(cfg, run_dir: str, folder: str, res: Resources, name: str, args):
+    """Record the submission in RUN/submission.json before and after sbatch; returns the job."""
+    record = os.path.join(run_dir, "submission.json")
+    entry = {"job_id": None, "submitted": False, "submitit_folder": folder}
+    atomic_write_bytes(record, json.dumps(entry).encode())
+    ex = make_executor(os.path.join(folder, "%j"), res, name, local=args.local)
+    call = TrainJob(cfg.dump(), run_dir, cfg.MODEL.DEVICE, args.dist_timeout)
+    try:
+        (job,) = submit_all(ex, [call], array=False)
+    except LaunchError as e:
+        entry["error"] = str(e)
+        atomic_write_bytes(record, json.dumps(entry).encode())
+        raise
+    entry.update(job_id=job.job_id, submitted=True)
+    atomic_write_bytes(record, json.dumps(entry).encode())
+    return job
 
 
 if __name__ == "__main__":

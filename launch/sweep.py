@@ -18,24 +18,19 @@ Each point's exp-id is derived from its overrides (stable), its run folder is
 from __future__ import annotations
 
 import argparse
-import contextlib
 import csv
 import datetime
-import hashlib
 import io
-import itertools
 import json
 import os
-import re
 import subprocess
 import sys
 
-import yaml
 from fvcore.common.config import CfgNode
 
 from opmask.config import ConfigError, load_config
-from opmask.engine.checkpoint import atomic_write_bytes
-from opmask.engine.run_dir import RunFolderError, prepare
+from opmask.engine.checkpoint import CheckpointError, atomic_write_bytes
+from opmask.engine.run_dir import RunFolderError, claim
 
 from .executor import (
     LaunchError,
@@ -44,9 +39,11 @@ from .executor import (
     check_partition,
     make_executor,
     resolve_resources,
+    submit_all,
 )
 from .job import TrainJob, read_attempts
 from .submit import check_world
+from .sweep_file import exp_id, expand_points, read_sweep_file
 
 MANIFEST = "sweep.json"
 ACTIVE = {
@@ -60,47 +57,6 @@ ACTIVE = {
     "REQUEUE_HOLD",
     "REQUEUE_FED",
 }
-
-
-# ---------------------------------------------------------------------- the sweep file
-def exp_id(overrides: dict) -> str:
-    """Stable, readable id from a point's overrides: ``PS-voc_SEED-1`` (hashed when long)."""
-    slug = "_".join(f"{k.rsplit('.', 1)[-1]}-{v}" for k, v in overrides.items())
-    slug = re.sub(r"[^A-Za-z0-9_.=-]+", "", slug.replace(" ", "")) or "base"
-    if len(slug) <= 60:
-        return slug
-    return slug[:50] + "-" + hashlib.sha1(json.dumps(overrides).encode()).hexdigest()[:8]
-
-
-def expand_points(spec: dict) -> list[dict]:
-    grid = spec.get("grid") or {}
-    combos = [dict(zip(grid, values)) for values in itertools.product(*grid.values())]
-    listed = spec.get("points") or [{}]
-    return [{**spec.get("overrides", {}), **c, **p} for p in listed for c in combos]
-
-
-def read_sweep_file(path: str) -> dict:
-    if not os.path.isfile(path):
-        raise LaunchError(f"sweep file not found: {path}")
-    try:
-        with open(path, encoding="utf-8") as f:
-            spec = yaml.safe_load(f)
-    except yaml.YAMLError as e:
-        raise LaunchError(f"{path}: not valid YAML: {e}") from None
-    if not isinstance(spec, dict) or "config" not in spec:
-        raise LaunchError(f"{path}: a sweep file needs at least 'config' (and 'grid' or 'points')")
-    unknown = sorted(set(spec) - {"name", "config", "overrides", "grid", "points", "resources"})
-    if unknown:
-        raise LaunchError(f"{path}: unknown sweep keys {unknown}")
-    grid = spec.get("grid") or {}
-    bad = [k for k, v in grid.items() if not isinstance(v, list) or not v]
-    if bad or not isinstance(spec.get("points") or [], list):
-        raise LaunchError(f"{path}: grid values must be non-empty lists ({bad}); points a list")
-    base = os.path.dirname(os.path.abspath(path))
-    if not os.path.isabs(spec["config"]) and not os.path.isfile(spec["config"]):
-        spec["config"] = os.path.join(base, spec["config"])
-    spec.setdefault("name", os.path.splitext(os.path.basename(path))[0])
-    return spec
 
 
 def _opts(overrides: dict) -> list[str]:
@@ -169,19 +125,8 @@ def cmd_submit(args) -> int:
         if getattr(args, k, None) is None:  # the command line wins over the sweep file
             setattr(res, k, v)
     check_partition(res.partition)
-    points = []
-    for i, overrides in enumerate(expand_points(spec)):  # validate everything first
-        cfg = load_config(spec["config"], _opts(overrides))
-        check_world(cfg, res)
-        name = exp_id(overrides)
-        run_dir = os.path.join(out, "runs", name)
-        points.append(
-            {"index": i, "exp_id": name, "overrides": overrides, "run_dir": run_dir, "cfg": cfg}
-        )
-    if len({p["exp_id"] for p in points}) < len(points):
-        raise LaunchError("two points have the same overrides")
-    for p in points:
-        p["cfg"] = prepare(p.pop("cfg"), p["run_dir"], resume=False, eval_only=False).dump()
+    points = _validated_points(spec, out, res)
+    _claim_points(points)  # the first writes; rolled back if one fails
     manifest = {
         "name": spec["name"],
         "sweep_file": os.path.abspath(args.sweep_file),
@@ -190,7 +135,14 @@ def cmd_submit(args) -> int:
         "points": points,
         "created": datetime.datetime.now().isoformat(timespec="seconds"),
     }
-    _submit_points(manifest, points, out, args)
+    _save_manifest(manifest, out)  # before sbatch: a failed submission leaves a resumable sweep
+    try:
+        _submit_points(manifest, points, out, args)
+    except LaunchError as e:
+        raise LaunchError(
+            f"{e}; the sweep is saved in {out} (nothing submitted): fix the request and run "
+            f"`opmask-sweep resume {out}` with the corrected resource flags"
+        ) from None
     print(
         f"submitted {len(points)} points as one job array; manifest: {out}/{MANIFEST}\n"
         f"follow it: opmask-sweep status {out}"
@@ -198,10 +150,48 @@ def cmd_submit(args) -> int:
     return 0
 
 
+def _validated_points(spec: dict, out: str, res: Resources) -> list[dict]:
+    """Every point's config loaded and checked, its run folder free; nothing written."""
+    points = []
+    for i, overrides in enumerate(expand_points(spec)):
+        cfg = load_config(spec["config"], _opts(overrides))
+        check_world(cfg, res)
+        name = exp_id(overrides)
+        run_dir = os.path.join(out, "runs", name)
+        if os.path.isdir(run_dir) and os.listdir(run_dir):
+            raise RunFolderError(f"run folder {run_dir} of point {i} already holds a run")
+        points.append(
+            {"index": i, "exp_id": name, "overrides": overrides, "run_dir": run_dir, "cfg": cfg}
+        )
+    if len({p["exp_id"] for p in points}) < len(points):
+        raise LaunchError("two points have the same overrides")
+    return points
+
+
+def _claim_points(points: list[dict]) -> None:
+    """Write each point's config.yaml (drawing its seed); on failure undo the earlier ones."""
+    locks = []
+    try:
+        for p in points:
+            cfg, lock = claim(p["cfg"], p["run_dir"], resume=False, eval_only=False)
+            locks.append(lock)
+            p["cfg"], p["job_ids"] = cfg.dump(), []
+    except BaseException:
+        for lock in locks:
+            lock.abandon()
+        raise
+    for lock in locks:
+        lock.release()
+
+
+def _save_manifest(manifest: dict, out: str) -> None:
+    atomic_write_bytes(os.path.join(out, MANIFEST), json.dumps(manifest, indent=1).encode())
+
+
 def _submit_points(manifest: dict, points: list[dict], out: str, args) -> None:
-    """Submit ``points`` as one job array (a single point as a plain job) and save the manifest."""
+    """Submit ``points`` as one job array (a single point as a plain job); the manifest records
+    the job ids, or the refusal (``last_error``) when sbatch refuses."""
     res = Resources(**manifest["resources"])
-    array = len(points) > 1  # one point: a plain job
     ex = make_executor(
         os.path.join(out, "slurm", "%j"),  # %j is ARRAYID_TASK for array tasks
         res,
@@ -209,14 +199,21 @@ def _submit_points(manifest: dict, points: list[dict], out: str, args) -> None:
         local=False,
     )
     ex.update_parameters(slurm_array_parallelism=res.array_parallelism)
-    jobs = []
-    with ex.batch() if array else contextlib.nullcontext():
-        for p in points:
-            device = CfgNode.load_cfg(p["cfg"]).MODEL.DEVICE
-            jobs.append(ex.submit(TrainJob(p["cfg"], p["run_dir"], device, args.dist_timeout)))
+    calls = [TrainJob(p["cfg"], p["run_dir"], _device(p), args.dist_timeout) for p in points]
+    try:
+        jobs = submit_all(ex, calls, array=len(points) > 1)
+    except LaunchError as e:
+        manifest["last_error"] = str(e)
+        _save_manifest(manifest, out)
+        raise
     for p, job in zip(points, jobs):
         p.setdefault("job_ids", []).append(job.job_id)
-    atomic_write_bytes(os.path.join(out, MANIFEST), json.dumps(manifest, indent=1).encode())
+    manifest.pop("last_error", None)
+    _save_manifest(manifest, out)
+
+
+def _device(point: dict) -> str:
+    return CfgNode.load_cfg(point["cfg"]).MODEL.DEVICE
 
 
 def load_manifest(folder: str) -> dict:
@@ -231,17 +228,22 @@ def _fmt(v, spec=".3f"):
     return "-" if v is None else format(v, spec)
 
 
+def _last_job(point: dict) -> str:
+    """The point's newest job id ('' when sbatch never accepted it)."""
+    return point["job_ids"][-1] if point.get("job_ids") else ""
+
+
 def status_rows(manifest: dict) -> list[dict]:
-    states = sacct_states([p["job_ids"][-1] for p in manifest["points"]])
+    states = sacct_states([_last_job(p) for p in manifest["points"]])
     rows = []
     for p in manifest["points"]:
         prog = run_progress(p["run_dir"])
-        history = states.get(p["job_ids"][-1], [])
+        history = states.get(_last_job(p), [])
         rows.append(
             {
                 "point": p["index"],
                 "exp_id": p["exp_id"],
-                "job": p["job_ids"][-1],
+                "job": _last_job(p) or "-",
                 "state": _current_state(states, p),
                 "iter": f"{prog['iteration'] or 0}/{_max_iter(p)}",
                 "loss": _fmt(prog["loss"]),
@@ -259,8 +261,10 @@ def status_rows(manifest: dict) -> list[dict]:
 
 
 def _current_state(states: dict[str, list[str]], point: dict) -> str:
-    """SLURM state of the point's newest job's latest attempt."""
-    history = states.get(point["job_ids"][-1], [])
+    """SLURM state of the point's newest job's latest attempt (NOT_SUBMITTED: none yet)."""
+    if not _last_job(point):
+        return "NOT_SUBMITTED"
+    history = states.get(_last_job(point), [])
     return history[-1] if history else "UNKNOWN"
 
 
@@ -284,8 +288,15 @@ def cmd_status(args) -> int:
 
 
 def cmd_resume(args) -> int:
+    """Resubmit unfinished points that are not queued or running (also never-submitted ones,
+    after a refused submission), with the manifest's resources changed by the flags given."""
     manifest = load_manifest(args.folder)
-    states = sacct_states([p["job_ids"][-1] for p in manifest["points"]])
+    base = Resources(**manifest["resources"])
+    if args.profile:
+        base = resolve_resources(argparse.Namespace(profile=args.profile))
+    res = resolve_resources(args, base)
+    check_partition(res.partition)
+    states = sacct_states([_last_job(p) for p in manifest["points"]])
     todo = [
         p
         for p in manifest["points"]
@@ -294,6 +305,9 @@ def cmd_resume(args) -> int:
     if not todo:
         print("nothing to resume: every point finished or is queued/running")
         return 0
+    for p in todo:
+        check_world(CfgNode.load_cfg(p["cfg"]), res)
+    manifest["resources"] = vars(res)
     _submit_points(manifest, todo, os.path.abspath(args.folder), args)
     print(f"resubmitted points {[p['index'] for p in todo]} as one job array")
     return 0
@@ -302,7 +316,7 @@ def cmd_resume(args) -> int:
 def cmd_cancel(args) -> int:
     manifest = load_manifest(args.folder)
     chosen = [p for p in manifest["points"] if args.point is None or p["index"] in args.point]
-    ids = [p["job_ids"][-1] for p in chosen]
+    ids = [_last_job(p) for p in chosen if _last_job(p)]
     subprocess.run(["scancel", *ids], check=False)
     print(f"cancelled {len(ids)} point(s): {', '.join(ids)}")
     return 0
@@ -370,6 +384,8 @@ def parser() -> argparse.ArgumentParser:
             c.add_argument(
                 "--dist-timeout", type=float, default=30.0, help="collective timeout (min)"
             )
+            add_resource_flags(c)  # corrections of the saved request (e.g. a refused --nodes)
+            c.set_defaults(profile=None)
     return p
 
 
@@ -384,7 +400,7 @@ def main(argv: list[str] | None = None) -> int:
     }
     try:
         return commands[args.command](args)
-    except (ConfigError, RunFolderError, LaunchError) as e:
+    except (ConfigError, RunFolderError, CheckpointError, LaunchError) as e:
         print(f"opmask-sweep: error: {e}", file=sys.stderr)
         return 1
 

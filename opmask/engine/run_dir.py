@@ -102,9 +102,9 @@ def _value(cfg: CfgNode, key: str):
     return text if len(text) <= 40 else text[:37] + "..."
 
 
-def _resume_config(run_dir: str) -> CfgNode | None:
+def _resume_config(run_dir: str) -> tuple[CfgNode | None, str]:
     """The config a resume must match: ``config.yaml``, or the newest usable checkpoint's stored
-    config when that file is missing or corrupt (a warning says so).
+    config when that file is missing or corrupt; and a note saying so ('' when nothing to say).
 
     Raises:
         CheckpointError: ``models/`` holds checkpoint files and none is usable.
@@ -115,23 +115,16 @@ def _resume_config(run_dir: str) -> CfgNode | None:
         old, problem = None, str(e)
     found = Checkpointer(os.path.join(run_dir, "models")).load_latest_valid()
     if old is not None or found is None:
-        if problem != "missing":
-            logger.warning("%s; no checkpoint to recover it from: writing a new one", problem)
-        return old
+        note = "" if problem == "missing" else f"{problem}; no checkpoint to recover it from"
+        return old, note
     path, state = found
-    logger.warning("config.yaml %s: recovered the run's config from %s", problem, path)
-    return CfgNode.load_cfg(state["meta"]["config"])
+    note = f"config.yaml {problem}: recovered the run's config from {path}"
+    return CfgNode.load_cfg(state["meta"]["config"]), note
 
 
 def settle_config(cfg: CfgNode, run_dir: str, *, resume: bool, eval_only: bool) -> CfgNode:
     """Fix the seed (the saved one, else drawn) and refuse a resume that changes unsafe keys."""
-    if resume:
-        old = _resume_config(run_dir)
-    else:
-        try:
-            old = saved_config(run_dir)
-        except RunFolderError:
-            old = None
+    old, note = _resume_config(run_dir) if resume else (_saved_or_none(run_dir), "")
     cfg = cfg.clone()
     cfg.defrost()
     if cfg.SEED < 0:
@@ -141,15 +134,23 @@ def settle_config(cfg: CfgNode, run_dir: str, *, resume: bool, eval_only: bool) 
             else int(np.random.SeedSequence().entropy % (2**31))
         )
     cfg.freeze()
-    if resume and old is not None:
-        bad = incompatible_keys(old, cfg)
-        if bad:
-            diffs = ", ".join(f"{k} (saved {_value(old, k)}, now {_value(cfg, k)})" for k in bad)
-            raise RunFolderError(
-                f"cannot resume {run_dir}: config differs from the saved one in {diffs} "
-                "(nothing was changed)"
-            )
+    bad = incompatible_keys(old, cfg) if resume and old is not None else []
+    if bad:
+        diffs = ", ".join(f"{k} (saved {_value(old, k)}, now {_value(cfg, k)})" for k in bad)
+        raise RunFolderError(
+            f"cannot resume {run_dir}: config differs from the saved one in {diffs} "
+            f"(nothing was changed{'; ' + note if note else ''})"
+        )
+    if note:
+        logger.warning("%s", note)
     return cfg
+
+
+def _saved_or_none(run_dir: str) -> CfgNode | None:
+    try:
+        return saved_config(run_dir)
+    except RunFolderError:
+        return None
 
 
 def claim(

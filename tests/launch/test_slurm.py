@@ -347,3 +347,61 @@ def test_plain_sbatch_example_checkpoints_and_requeues_itself(slurm, datasets_ro
     assert "exiting with code 75" in log and "Resumed from" in log
     assert [m["iteration"] for m in _metrics(run)] == list(range(40))
     assert "rank 1 of 2" in (run / "log.txt.rank1").read_text()
+
+
+# ---------------------------------------------------------------- transactional submission
+def test_refused_sbatch_leaves_a_sweep_that_resume_completes(slurm, datasets_root, tmp_path):
+    """The cluster has 2 nodes: an array asking for 3 is refused by sbatch. The manifest and the
+    claimed run folders stay, marked unsubmitted; `resume --nodes 1` then submits every point."""
+    spec = {
+        "name": "refused",
+        "config": SHAPES_OPMASK,
+        "overrides": SMALL | {"VIS_PERIOD": 0, "DATASETS.TEST": "()"},
+        "grid": {"SEED": [1, 2]},
+    }
+    spec["overrides"]["SOLVER.IMS_PER_BATCH"] = 3  # a multiple of 3 and of 1 processes
+    (tmp_path / "sweep.yaml").write_text(yaml.safe_dump(spec))
+    out = tmp_path / "sw"
+    queue = subprocess.run(["squeue", "-h"], capture_output=True, text=True).stdout
+    proc = sweep(
+        ["submit", str(tmp_path / "sweep.yaml"), "--out", str(out), "--nodes", "3"],
+        datasets_root,
+        str(tmp_path),
+    )
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    err = proc.stderr.strip().splitlines()
+    assert len(err) == 1 and "sbatch refused the request" in err[0], err
+    assert f"opmask-sweep resume {out}" in err[0] and "Traceback" not in proc.stderr
+    assert subprocess.run(["squeue", "-h"], capture_output=True, text=True).stdout == queue
+    manifest = json.loads((out / "sweep.json").read_text())
+    assert [p["job_ids"] for p in manifest["points"]] == [[], []]
+    assert "sbatch refused" in manifest["last_error"]
+    assert all((_path(p) / "config.yaml").is_file() for p in manifest["points"])
+    status = sweep(["status", str(out)], datasets_root, str(tmp_path))
+    assert status.returncode == 0 and status.stdout.count("NOT_SUBMITTED") == 2
+    fixed = sweep(["resume", str(out), "--nodes", "1"], datasets_root, str(tmp_path))
+    assert fixed.returncode == 0 and "resubmitted points [0, 1]" in fixed.stdout, fixed.stderr
+    after = json.loads((out / "sweep.json").read_text())
+    assert after["resources"]["nodes"] == 1 and "last_error" not in after
+    for p in after["points"]:
+        assert len(p["job_ids"]) == 1
+        assert wait_final(p["job_ids"][0], timeout=600)[-1] == "COMPLETED"
+        assert [m["iteration"] for m in _metrics(_path(p))] == list(range(6))
+    again = sweep(["resume", str(out)], datasets_root, str(tmp_path))
+    assert "nothing to resume" in again.stdout
+
+
+def test_refused_sbatch_of_a_single_run_leaves_nothing(slurm, datasets_root, tmp_path):
+    run = tmp_path / "out" / "run"
+    queue = subprocess.run(["squeue", "-h"], capture_output=True, text=True).stdout
+    proc = submit(
+        ["--output-dir", str(run), "--nodes", "3", "--tasks-per-node", "1"],
+        datasets_root,
+        str(tmp_path),
+        opts=["SOLVER.IMS_PER_BATCH", "3"],
+    )
+    assert proc.returncode == 1
+    err = proc.stderr.strip().splitlines()
+    assert len(err) == 1 and "sbatch refused the request" in err[0], err
+    assert not (tmp_path / "out").exists()  # the run folder this start made is gone
+    assert subprocess.run(["squeue", "-h"], capture_output=True, text=True).stdout == queue
