@@ -128,6 +128,7 @@ def build_train_loader(
         collate_fn=trivial_collate,
         num_workers=cfg.DATALOADER.NUM_WORKERS,
         generator=_own_generator(seed),
+        pin_memory=_pin(cfg),
     )
 
 
@@ -135,6 +136,11 @@ def _own_generator(seed: int) -> torch.Generator:
     """Creating a loader iterator draws a seed; from this generator, not the global RNG, so a
     resumed run's RNG stream (RoI sampling) matches the uninterrupted run's."""
     return torch.Generator().manual_seed(seed)
+
+
+def _pin(cfg) -> bool:
+    """Page-locked batches when training on CUDA, so host-to-device copies run asynchronously."""
+    return cfg.MODEL.DEVICE != "cpu" and torch.cuda.is_available()
 
 
 def build_test_loader(cfg, dicts: list[dict], *, rank: int = 0, world_size: int = 1) -> DataLoader:
@@ -153,4 +159,5 @@ def build_test_loader(cfg, dicts: list[dict], *, rank: int = 0, world_size: int 
         collate_fn=trivial_collate,
         num_workers=min(cfg.DATALOADER.NUM_WORKERS, 2),
         generator=_own_generator(0),
+        pin_memory=_pin(cfg),
     )

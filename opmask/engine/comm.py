@@ -31,23 +31,30 @@ def barrier() -> None:
         dist.barrier()
 
 
-def reduce_mean(values: dict[str, float]) -> dict[str, float]:
-    """Average a dict of scalars over ranks (identity in one process)."""
-    if get_world_size() == 1:
-        return dict(values)
-    keys = sorted(values)
-    t = torch.tensor([float(values[k]) for k in keys], dtype=torch.float64)
-    dist.all_reduce(t)
-    return {k: v / get_world_size() for k, v in zip(keys, t.tolist())}
+def describe(device: torch.device) -> str:
+    """E.g. "world size 8, backend nccl, device cuda:3" for the log."""
+    backend = dist.get_backend() if is_dist() else "none"
+    return f"world size {get_world_size()}, backend {backend}, device {device}"
 
 
-def agree(*flags: bool) -> tuple[bool, ...]:
-    """For each flag: True on every rank if it is True on any rank (one collective for all)."""
-    if get_world_size() == 1:
-        return tuple(bool(f) for f in flags)
-    t = torch.tensor([1.0 if f else 0.0 for f in flags])
-    dist.all_reduce(t, op=dist.ReduceOp.MAX)
-    return tuple(bool(v > 0) for v in t.tolist())
+def step_sync(losses: dict[str, torch.Tensor], stop: bool) -> tuple[bool, bool, dict[str, float]]:
+    """The one host synchronisation of a training step.
+
+    The non-finite check, the "checkpoint now" agreement and the logged loss scalars travel in one
+    tensor (on the losses' device), one ``all_reduce`` and one device-to-host copy.
+
+    Returns:
+        (any rank's loss is non-finite, any rank asked to stop, losses averaged over ranks)
+    """
+    keys = sorted(losses)
+    values = torch.stack([losses[k].detach().reshape(()).double() for k in keys])  # (L,)
+    bad = (~torch.isfinite(values)).any().double().reshape(1)
+    vec = torch.cat([bad, values.new_full((1,), float(stop)), values])  # (2 + L,)
+    if get_world_size() > 1:
+        dist.all_reduce(vec)
+    out = vec.tolist()  # the single sync
+    n = get_world_size()
+    return out[0] > 0, out[1] > 0, {k: v / n for k, v in zip(keys, out[2:])}
 
 
 def all_gather_objects(obj) -> list:

@@ -26,6 +26,7 @@ from ..evaluation.coco_eval import evaluate
 from ..modeling import build_model
 from ..modeling.weights import load_weights
 from . import comm, preempt
+from .backends import backends_from_cfg
 from .checkpoint import Checkpointer, CheckpointError, capture_rng, restore_rng
 from .events import EventWriter
 from .solver import build_lr_scheduler, build_optimizer, clip_gradients
@@ -54,6 +55,7 @@ def train(cfg, run_dir: str, *, resume: bool, after_step: Callable | None = None
     """
     dicts, info = load_datasets(cfg.DATASETS.TRAIN)
     check_num_classes(cfg, info)
+    backends_from_cfg(cfg)
     _seed_everything(cfg.SEED)  # same initial weights on every rank and every run
     model = build_model(cfg, strong_classes=_labels(strong_ids_from_cfg(cfg, info), info))
     optimizer = build_optimizer(cfg, model)
@@ -82,7 +84,13 @@ def train(cfg, run_dir: str, *, resume: bool, after_step: Callable | None = None
         run_dir, start_iter=start_iter, max_iter=max_iter, enabled=comm.is_main_process()
     )
     state = lambda it: _state(it, cfg, model, optimizer, scheduler, scaler)  # noqa: E731
-    logger.info("Starting training from iteration %d of %d in %s", start_iter, max_iter, run_dir)
+    logger.info(
+        "Starting training from iteration %d of %d in %s (%s)",
+        start_iter,
+        max_iter,
+        run_dir,
+        comm.describe(model.pixel_mean.device),
+    )
     data = iter(loader)
     try:
         for it in range(start_iter, max_iter):
@@ -92,11 +100,13 @@ def train(cfg, run_dir: str, *, resume: bool, after_step: Callable | None = None
             vis = cfg.VIS_PERIOD > 0 and it % cfg.VIS_PERIOD == 0
             with _autocast(cfg, model):
                 losses, extras = ddp(batch)
-            nonfinite, stop = comm.agree(not _all_finite(losses), preempt.requested())
-            if nonfinite:
-                raise NonFiniteLossError(_nonfinite_message(it, losses))
             optimizer.zero_grad(set_to_none=True)
             scaler.scale(sum(losses.values())).backward()
+            # The step's one host sync, while the GPU still runs the backward pass; the guard
+            # stands before the optimizer step, so a non-finite loss never touches the weights.
+            nonfinite, stop, scalars = comm.step_sync(losses, preempt.requested())
+            if nonfinite:
+                raise NonFiniteLossError(_nonfinite_message(it, losses))
             scaler.unscale_(optimizer)
             clip_gradients(cfg, [p for g in optimizer.param_groups for p in g["params"]])
             scaler.step(optimizer)
@@ -104,7 +114,6 @@ def train(cfg, run_dir: str, *, resume: bool, after_step: Callable | None = None
             scheduler.step()
             if after_step is not None:
                 after_step(it, model)
-            scalars = comm.reduce_mean({k: v.item() for k, v in losses.items()})
             events.log_train(
                 it,
                 scalars,
@@ -137,6 +146,7 @@ def evaluate_only(cfg, run_dir: str) -> dict:
     names = cfg.DATASETS.TEST or cfg.DATASETS.TRAIN
     _, info = load_datasets(names[:1])
     check_num_classes(cfg, info)
+    backends_from_cfg(cfg)
     model = build_model(cfg)
     found = Checkpointer(os.path.join(run_dir, "models")).load_latest_valid()
     if found is not None:
@@ -218,10 +228,6 @@ def _autocast(cfg, model):
     if dtype is None:
         return contextlib.nullcontext()
     return torch.autocast(model.pixel_mean.device.type, dtype=dtype)
-
-
-def _all_finite(losses: dict) -> bool:
-    return all(bool(torch.isfinite(v).all()) for v in losses.values())
 
 
 def _nonfinite_message(it: int, losses: dict) -> str:

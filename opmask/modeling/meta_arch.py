@@ -121,7 +121,8 @@ class OPMask(nn.Module):
         """Normalise and pad to a multiple of the backbone's stride: (B, 3, H', W')."""
         div = self.backbone.size_divisibility
         imgs = [
-            (x["image"].to(self.pixel_mean.device) - self.pixel_mean) / self.pixel_std
+            (x["image"].to(self.pixel_mean.device, non_blocking=True) - self.pixel_mean)
+            / self.pixel_std
             for x in batched_inputs
         ]
         h = max(i.shape[1] for i in imgs)
@@ -221,4 +222,4 @@ class OPMask(nn.Module):
 
     def _to_device(self, inst: dict) -> dict:
         dev = self.pixel_mean.device
-        return {k: v.to(dev) for k, v in inst.items()}
+        return {k: v.to(dev, non_blocking=True) for k, v in inst.items()}
