@@ -200,6 +200,17 @@ def _config_cases() -> list[Case]:
         Case("num-machines 0", _opts(flags=("--num-machines", "0")), 2, "--num-machines"),
         Case("machine-rank", _opts(flags=("--machine-rank", "3")), 2, "--machine-rank"),
         Case("dist-timeout 0", _opts(flags=("--dist-timeout", "0")), 2, "--dist-timeout"),
+        Case("dist-url auto, 2 machines", _opts(flags=("--num-machines", "2")), 2, "--dist-url"),
+        Case("dist-url no port", _opts(flags=("--dist-url", "tcp://h")), 2, "--dist-url"),
+        Case("num-gpus word", _opts(flags=("--num-gpus", "two")), 2, "--num-gpus"),
+        Case("unknown flag", _opts(flags=("--gpus", "2")), 2, "--gpus"),
+        Case("no config file", lambda ws: ["opmask-train"], 2, "--config-file"),
+        Case(
+            "batch vs processes",
+            _opts("SOLVER.IMS_PER_BATCH", "3", flags=("--num-gpus", "2")),
+            1,
+            "SOLVER.IMS_PER_BATCH",
+        ),
         # a few end to end, in a fresh interpreter
         Case("sub num-gpus 0", _opts(flags=("--num-gpus", "0")), 2, "--num-gpus", True),
         Case("sub IMS -2", _opts("SOLVER.IMS_PER_BATCH", "-2"), 1, "SOLVER.IMS_PER_BATCH", True),

@@ -6,6 +6,7 @@ import argparse
 import json
 import logging
 import os
+import re
 import sys
 
 from fvcore.common.config import CfgNode
@@ -155,12 +156,19 @@ def parser() -> argparse.ArgumentParser:
     return p
 
 
+TCP_URL = re.compile(r"tcp://(\[[^]]+\]|[^:/]+):\d+")  # tcp://HOST:PORT, HOST may be [IPv6]
+
+
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     """Parse and check the command line (exit 2 with one line on a bad flag)."""
     p = parser()
     args = p.parse_args(argv)
     if args.machine_rank >= args.num_machines:
         p.error(f"argument --machine-rank: {args.machine_rank} is not below --num-machines")
+    if args.num_machines > 1 and args.dist_url == "auto":
+        p.error("argument --dist-url: machine 0's tcp://HOST:PORT is needed with --num-machines")
+    if args.dist_url.startswith("tcp://") and not TCP_URL.fullmatch(args.dist_url):
+        p.error(f"argument --dist-url: expected tcp://HOST:PORT, got {args.dist_url!r}")
     return args
 
 
