@@ -380,6 +380,9 @@ def _weights_cases() -> list[Case]:
     def save(obj):
         return lambda p: torch.save(obj, p)
 
+    def pkl(obj):
+        return lambda p: p.write_bytes(pickle.dumps(obj))
+
     def evil(p: Path):
         torch.save({"conv1.weight": _Payload(p.parent / "PWNED")}, p)
 
@@ -396,6 +399,8 @@ def _weights_cases() -> list[Case]:
         Case("weights text", _weights(lambda p: p.write_text("hello")), 1, "w.pth"),
         Case("weights empty", _weights(lambda p: p.write_bytes(b"")), 1, "w.pth"),
         Case("weights code", _weights(evil), 1, "posix.system", check=_no_payload_ran),
+        Case("weights pkl list", _weights(pkl({"model": [1.0]}), "w.pkl"), 1, "w.pkl"),
+        Case("weights pkl not a dict", _weights(pkl([1.0]), "w.pkl"), 1, "w.pkl"),
         Case("weights pkl code", _weights(evil_pkl, "w.pkl"), 1, "system", check=_no_payload_ran),
         Case("sub weights dir", _weights(lambda p: p.mkdir()), 1, "w.pth", subprocess=True),
     ]

@@ -114,6 +114,8 @@ def _read_state(path: str) -> tuple[dict, str]:
     if path.endswith(".pkl"):
         data = safe_load_pickle(path)
         blobs = data.get("model", data.get("blobs", data))
+        if not isinstance(blobs, dict):
+            raise UnsafeWeightsError(f"{path}: expected a dict of arrays ({type(blobs).__name__})")
         return {k: v for k, v in blobs.items() if isinstance(v, np.ndarray)}, "pkl"
     try:
         data = torch.load(path, map_location="cpu", weights_only=True)
