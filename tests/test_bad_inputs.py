@@ -342,6 +342,10 @@ def _dataset_cases() -> list[Case]:
         ("rle no counts", _del(A, 2, "segmentation", "counts"), "annotation 12"),
         ("iscrowd str", _set(A, 0, "iscrowd", "no"), "annotation 10"),
         ("images not list", _set(I, {"1": 1}), "images"),
+        ("area negative", _set(A, 1, "area", -3.0), "annotation 11"),
+        ("test set without area", _del(A, 1, "area"), "annotation 11: no area"),
+        ("test set without iscrowd", _del(A, 0, "iscrowd"), "annotation 10: no iscrowd"),
+        ("test set segm None", _set(A, 0, "segmentation", None), "no segmentation"),
     ]
     cases = [Case(f"data {i}", _dataset(m), 1, culprit) for i, m, culprit in rows]
     cases.append(
@@ -406,7 +410,199 @@ def _weights_cases() -> list[Case]:
     ]
 
 
-CASES: list[Case] = _config_cases() + _dataset_cases() + _weights_cases()
+# ------------------------------------------------------------------------------ run-folder states
+# and launcher flags, profiles, sweep files (run folder / launcher helper's section)
+
+
+def _fake_run(ws: Workspace, *, damage: Callable[[Path], None] | None = None) -> Path:
+    """``ws.run`` as a finished run of the tiny setting would leave it: config.yaml (SEED 1) and
+    a hashed checkpoint holding that config; ``damage(models)`` then alters the checkpoints."""
+    from opmask.config import load_config
+    from opmask.engine.checkpoint import Checkpointer
+
+    cfg = load_config(SHAPES_OPMASK, list(TINY))
+    ws.run.mkdir(parents=True)
+    (ws.run / "config.yaml").write_text(cfg.dump())
+    state = {"model": {"w": torch.zeros(2)}, "iteration": 2, "optimizer": {}, "scheduler": {}}
+    state.update(scaler={}, rng=[], meta={"world_size": 1, "config": cfg.dump()})
+    Checkpointer(str(ws.run / "models")).save("model_0000002.pth", state)
+    if damage is not None:
+        damage(ws.run / "models")
+    return ws.run
+
+
+def _resume(*opts: str, damage=None, config: str | None = None, lock: bool = False):
+    def setup(ws: Workspace) -> list[str]:
+        run = _fake_run(ws, damage=damage)
+        if config is not None:
+            (run / "config.yaml").write_text(config)
+        if lock:
+            _HOLDERS[str(ws.tmp)] = _hold_lock(run)
+        return ws.train(*opts, flags=("--resume",))
+
+    return setup
+
+
+def _hashes_gone_truncated(models: Path) -> None:
+    for p in models.glob("*.sha256"):
+        p.unlink()
+    for p in models.glob("*.pth"):
+        p.write_bytes(p.read_bytes()[:500])
+
+
+def _flip_a_byte(models: Path) -> None:
+    p = models / "model_0000002.pth"
+    data = bytearray(p.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    p.write_bytes(bytes(data))
+
+
+def _replace_checkpoint(obj, hashed: bool) -> Callable[[Path], None]:
+    def damage(models: Path) -> None:
+        p = models / "model_0000002.pth"
+        torch.save(obj(models) if callable(obj) else obj, p)
+        (models / "model_0000002.pth.sha256").unlink()
+        if hashed:
+            digest = hashlib.sha256(p.read_bytes()).hexdigest()
+            (models / "model_0000002.pth.sha256").write_text(digest)
+
+    return damage
+
+
+_HOLDERS: dict[str, subprocess.Popen] = {}
+
+
+def _hold_lock(run: Path) -> subprocess.Popen:
+    """Another live process holding ``run``'s lock (as a training would), for 120 s at most."""
+    code = (
+        "import fcntl, json, os, socket, sys, time\n"
+        "fd = os.open(sys.argv[1], os.O_RDWR | os.O_CREAT, 0o666)\n"
+        "fcntl.lockf(fd, fcntl.LOCK_EX)\n"
+        "h = {'host': socket.gethostname(), 'pid': os.getpid(), 'slurm_job_id': '4242',"
+        " 'since': 'now'}\n"
+        "os.write(fd, json.dumps(h).encode())\n"
+        "print('locked', flush=True)\n"
+        "time.sleep(120)\n"
+    )
+    proc = subprocess.Popen(
+        [sys.executable, "-c", code, str(run / "run.lock")], stdout=subprocess.PIPE, text=True
+    )
+    assert proc.stdout.readline().strip() == "locked"
+    return proc
+
+
+def _release_holder(ws: Workspace) -> None:
+    proc = _HOLDERS.pop(str(ws.tmp))
+    proc.kill()
+    proc.wait()
+
+
+def _output_is_a_file(ws: Workspace) -> list[str]:
+    ws.run.write_text("not a folder")
+    return ws.train()
+
+
+def _existing_run(ws: Workspace) -> list[str]:
+    _fake_run(ws)
+    return ws.train()
+
+
+def _run_folder_cases() -> list[Case]:
+    def list_of_tensors(models):
+        return [torch.zeros(1)]
+
+    def payload(models):
+        return {"model": _Payload(models / "PWNED")}
+
+    def no_payload(ws):
+        assert not (ws.run / "models" / "PWNED").exists()
+
+    return [
+        Case("run lock held", _resume(lock=True), 1, "is in use by host", True, _release_holder),
+        Case("run hashes gone, files cut", _resume(damage=_hashes_gone_truncated), 1, "usable"),
+        Case("run checkpoint bit flip", _resume(damage=_flip_a_byte), 1, "recorded hash"),
+        Case(
+            "run checkpoint a list",
+            _resume(damage=_replace_checkpoint(list_of_tensors, True)),
+            1,
+            "not a checkpoint",
+        ),
+        Case(
+            "run unhashed code checkpoint",
+            _resume(damage=_replace_checkpoint(payload, False)),
+            1,
+            "model_0000002.pth: refused to load",
+            check=no_payload,
+        ),
+        Case("run resume other SEED", _resume("SEED", "7"), 1, "SEED (saved 1, now 7)"),
+        Case(
+            "run corrupt config, other SEED",
+            _resume("SEED", "7", config="SOLVER: [unclosed\n"),
+            1,
+            "SEED (saved 1, now 7)",
+        ),
+        Case(
+            "run resume unsafe key",
+            _resume("MODEL.ROI_MASK_HEAD.NUM_CONV", "3"),
+            1,
+            "MODEL.ROI_MASK_HEAD.NUM_CONV",
+        ),
+        Case("run output is a file", _output_is_a_file, 1, "is a file"),
+        Case("run exists, no --resume", _existing_run, 1, "already holds a run"),
+    ]
+
+
+def _submit(*flags: str, profile: str | None = None) -> Callable[[Workspace], list[str]]:
+    def setup(ws: Workspace) -> list[str]:
+        extra = []
+        if profile is not None:
+            (ws.tmp / "p.yaml").write_text(profile)
+            extra = ["--profile", str(ws.tmp / "p.yaml")]
+        return [
+            "opmask-submit",
+            "--config-file",
+            SHAPES_OPMASK,
+            "--output-dir",
+            str(ws.run),
+            *extra,
+            *flags,
+            *TINY,
+        ]
+
+    return setup
+
+
+def _sweep_file(text: str | None = None, **spec) -> Callable[[Workspace], list[str]]:
+    def setup(ws: Workspace) -> list[str]:
+        body = text if text is not None else json.dumps({"config": SHAPES_OPMASK, **spec})
+        (ws.tmp / "s.yaml").write_text(body)
+        return ["opmask-sweep", "submit", str(ws.tmp / "s.yaml"), "--out", str(ws.tmp / "sw")]
+
+    return setup
+
+
+def _launcher_cases() -> list[Case]:
+    return [
+        Case("submit nodes 0", _submit("--nodes", "0"), 1, "--nodes must be >= 1"),
+        Case("submit time 0", _submit("--time", "0"), 1, "--time must be >= 1"),
+        Case("submit cpus -1", _submit("--cpus-per-task", "-1"), 1, "--cpus-per-task"),
+        Case("profile nodes two", _submit(profile="nodes: two\n"), 1, "nodes must be an integer"),
+        Case("profile bad yaml", _submit(profile="nodes: [1\n"), 1, "not valid YAML at line"),
+        Case("profile a list", _submit(profile="- 1\n"), 1, "p.yaml"),
+        Case("partition, no cluster", _submit("--partition", "X"), 1, "'X'"),
+        Case("sweep grid a list", _sweep_file(grid=[1, 2]), 1, "'grid' must be a mapping"),
+        Case("sweep overrides str", _sweep_file(overrides="x"), 1, "'overrides' must be a"),
+        Case("sweep points ints", _sweep_file(points=[1, 2]), 1, "'points' must be a list"),
+        Case("sweep grid int key", _sweep_file("config: a.yaml\ngrid: {1: [2]}\n"), 1, "[1]"),
+        Case("sweep nodes 0", _sweep_file(resources={"nodes": 0}), 1, "resources.nodes"),
+        Case("sweep bad yaml", _sweep_file("grid: {a: [1\n"), 1, "not valid YAML at line"),
+        Case("sweep resume nothing", lambda ws: ["opmask-sweep", "resume", "nope"], 1, "nope"),
+    ]
+
+
+CASES: list[Case] = (
+    _config_cases() + _dataset_cases() + _weights_cases() + _run_folder_cases() + _launcher_cases()
+)
 
 
 def test_table_is_large_and_ids_unique():
