@@ -346,6 +346,10 @@ def _dataset_cases() -> list[Case]:
         ("test set without area", _del(A, 1, "area"), "annotation 11: no area"),
         ("test set without iscrowd", _del(A, 0, "iscrowd"), "annotation 10: no iscrowd"),
         ("test set segm None", _set(A, 0, "segmentation", None), "no segmentation"),
+        ("area negative", _set(A, 1, "area", -3.0), "annotation 11"),
+        ("test set without area", _del(A, 1, "area"), "annotation 11: no area"),
+        ("test set without iscrowd", _del(A, 0, "iscrowd"), "annotation 10: no iscrowd"),
+        ("test set segm None", _set(A, 0, "segmentation", None), "no segmentation"),
     ]
     cases = [Case(f"data {i}", _dataset(m), 1, culprit) for i, m, culprit in rows]
     cases.append(

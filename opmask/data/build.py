@@ -86,6 +86,8 @@ def check_datasets(cfg, *, eval_only: bool = False) -> None:
         _, test = load_datasets([name])
         if test.category_ids != info.category_ids:
             raise DatasetError(f"test dataset {name!r} has other categories than {info.name!r}")
+        if test.not_evaluable:
+            raise DatasetError(f"test dataset {name!r}: {test.not_evaluable}")
         strong_ids_from_cfg(cfg, test)
 
 

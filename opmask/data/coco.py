@@ -42,6 +42,8 @@ class DatasetInfo:
     thing_classes: list[str]
     dataset_strong_ids: list[int] | None = None  # split declared by the file itself, if any
     dropped: Counter = field(default_factory=Counter)
+    # why the file cannot be COCOeval's ground truth (None: it can); checked for test sets
+    not_evaluable: str | None = None
 
 
 def _is_int(v: Any) -> bool:
@@ -169,11 +171,29 @@ def _check_segmentation(segm: Any, img: dict) -> str | None:
     return f"segmentation must be a list of polygons or an RLE object, got {type(segm).__name__}"
 
 
+EVAL_FIELDS = ("area", "iscrowd", "segmentation")  # what pycocotools' COCOeval reads
+
+
+def _not_evaluable(json_file: str, anns: list) -> str | None:
+    """The first annotation COCOeval would fail on (it reads every annotation of the file)."""
+    for ann in anns:
+        missing = [k for k in EVAL_FIELDS if ann.get(k) is None]
+        if missing:
+            return (
+                f"{json_file}: image id {ann['image_id']}, annotation {ann['id']}: no "
+                f"{', '.join(missing)} (COCO evaluation needs {', '.join(EVAL_FIELDS)})"
+            )
+    return None
+
+
 def _annotation_problem(ann: dict, img: dict, id_map: dict) -> str | None:
     if not _is_int(ann.get("category_id")) or ann["category_id"] not in id_map:
         return f"unknown category_id {ann.get('category_id')!r}"
     if ann.get("iscrowd", 0) not in (0, 1):
         return f"iscrowd must be 0 or 1, got {ann.get('iscrowd')!r}"
+    area = ann.get("area", 0)
+    if not _is_finite(area) or area < 0:
+        return f"area must be a finite number >= 0, got {area!r}"
     return _check_bbox(ann.get("bbox"), img) or _check_segmentation(ann.get("segmentation"), img)
 
 
@@ -239,6 +259,7 @@ def load_coco_json(json_file: str, image_root: str, name: str) -> tuple[list[dic
     for i, img in enumerate(data["images"]):
         _check_image(json_file, i, img, image_ids)
     anns_by_image = _group_annotations(json_file, data.get("annotations", []), image_ids)
+    info.not_evaluable = _not_evaluable(json_file, data.get("annotations", []))
     dicts = []
     for img in data["images"]:
         file_name = os.path.join(image_root, img["file_name"])

@@ -213,3 +213,16 @@ def test_declared_split_must_name_categories(tmp_path):
     (tmp_path / "ann.json").write_text(json.dumps(data))
     with pytest.raises(DatasetError, match=r"opmask.strong_category_ids \[99\] are not categories"):
         load_coco_json(json_file, root, "x")
+
+
+def test_files_without_cocoeval_fields_load_for_training_but_say_why_not_for_testing(tmp_path):
+    full = _ann(area=100.0, segmentation=[[1, 1, 11, 1, 11, 11]])
+    json_file, root = _write(tmp_path, [_img()], [full, _ann(id=6)])
+    dicts, info = load_coco_json(json_file, root, "x")
+    assert len(dicts[0]["annotations"]) == 2
+    assert info.not_evaluable == (
+        f"{json_file}: image id 1, annotation 6: no area, segmentation "
+        "(COCO evaluation needs area, iscrowd, segmentation)"
+    )
+    json_file, root = _write(tmp_path, [_img()], [full], name="full.json")
+    assert load_coco_json(json_file, root, "x")[1].not_evaluable is None
