@@ -7,6 +7,7 @@ import sys
 import time
 
 from ..data.catalog import datasets_root
+from ..data.shapes import FAMILIES, generate
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -17,7 +18,10 @@ def main(argv: list[str] | None = None) -> int:
         help="generate the synthetic partially supervised shapes dataset",
         description="Writes OUT/train and OUT/val, each with annotations.json (COCO format, "
         "strong/weak split under the 'opmask' key) and images/*.png. The same seed "
-        "gives byte-identical files.",
+        "gives byte-identical files. Families: 'hue' (each class has its own hue family), "
+        "'texture' (each class has its own texture in random colours: the class is in shape "
+        "and texture, not colour), 'shape' (random textures and colours: the class is in the "
+        "outline only).",
     )
     s.add_argument(
         "--out",
@@ -34,9 +38,14 @@ def main(argv: list[str] | None = None) -> int:
         default=128,
         help="short side in pixels; the long side is 5/4 of it (default 128)",
     )
+    s.add_argument(
+        "--family",
+        choices=FAMILIES,
+        default="hue",
+        help="what besides the outline tells the classes apart (default hue)",
+    )
     s.add_argument("--overwrite", action="store_true", help="replace an existing dataset")
     args = p.parse_args(argv)
-    from ..data.shapes import generate
 
     out = args.out or f"{datasets_root()}/shapes"
     start = time.perf_counter()
@@ -48,12 +57,14 @@ def main(argv: list[str] | None = None) -> int:
             num_val=args.num_val,
             image_size=args.image_size,
             overwrite=args.overwrite,
+            family=args.family,
         )
     except (FileExistsError, OSError, ValueError) as e:
         print(f"opmask-data: error: {e}", file=sys.stderr)
         return 1
     print(
         f"wrote {out}/train ({args.num_train} images) and {out}/val ({args.num_val} images) "
+        f"of the {args.family} family "
         f"in {time.perf_counter() - start:.1f} s"
     )
     return 0

@@ -1,9 +1,17 @@
 """A synthetic partially supervised instance segmentation dataset, written as real COCO JSON + PNG.
 
-Eight shape classes, half of them mask-supervised ("strong"). Like real categories, each class has
-a characteristic appearance: its own hue family (1/8 of the hue circle apart), drawn in two random
-tones with a random pattern (stripes, checks, blotches, gradient), so no single colour threshold
-segments it. Backgrounds are textured and cluttered with unannotated strokes and blobs; objects
+Eight shape classes, half of them mask-supervised ("strong"). What, besides the outline, tells a
+class apart depends on the *family*:
+
+- ``hue`` (default): each class has its own hue family (1/8 of the hue circle apart), drawn in two
+  random tones with a random pattern (stripes, checks, blotches, gradient), so no single colour
+  threshold segments it.
+- ``texture``: each class has its own texture (a pattern kind and scale: narrow or wide stripes,
+  small or large checks, dots, concentric rings, cross-hatching, blotches) in two random colours of
+  random hue: the class is in the shape and the texture, never in the colour.
+- ``shape``: every object gets a random pattern in random colours: the class is in the outline
+  only.
+ Backgrounds are textured and cluttered with unannotated strokes and blobs; objects
 are placed to overlap and occlude each other, so a box often holds parts of other objects — and
 box-only ("weak") objects often appear, as background, inside the boxes whose masks are
 supervised. That is the partially supervised trap the paper addresses: a class-agnostic mask head
@@ -30,6 +38,18 @@ MIN_RADIUS, MAX_RADIUS = 11, 32  # object sizes 22-64 px: smaller shapes are amb
 OBJECTS = (3, 6)  # objects drawn per image (before dropping heavily occluded ones)
 HUE_JITTER = 1 / 32  # a tone's hue is the class's hue +- this (class hues are 1/8 apart)
 _VERTICES = {"circle": 24, "square": 4, "triangle": 3, "hexagon": 6}
+FAMILIES = ("hue", "texture", "shape")
+# texture family: (pattern, period in px) of each class, in CLASSES order
+CLASS_TEXTURES = (  # periods >= 8 px: visible at the stride (4) of the finest FPN level
+    ("stripes", 8.0),
+    ("checks", 8.0),
+    ("dots", 9.0),
+    ("rings", 8.0),
+    ("hatch", 10.0),
+    ("blotches", 12.0),
+    ("stripes", 15.0),
+    ("checks", 15.0),
+)
 
 
 def _outline(name: str, cx: float, cy: float, r: float, angle: float) -> list[list[float]]:
@@ -114,6 +134,55 @@ def _texture(rng: np.random.Generator, h: int, w: int, colours: tuple | None = N
     return c1 * (1 - t[..., None]) + c2 * t[..., None]
 
 
+def _random_colours(rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """Two RGB colours (0..255) of random hue, one dark and one light, so a pattern stays visible."""
+    tones = []
+    for value in (rng.uniform(0.15, 0.5), rng.uniform(0.65, 1.0)):
+        rgb = colorsys.hsv_to_rgb(rng.uniform(0, 1), rng.uniform(0, 1), value)
+        tones.append(np.array(rgb) * 255)
+    return (tones[0], tones[1]) if rng.random() < 0.5 else (tones[1], tones[0])
+
+
+def _class_texture(rng: np.random.Generator, name: str, h: int, w: int) -> np.ndarray:
+    """(H, W, 3) float: the class's own pattern (``CLASS_TEXTURES``) in two random colours,
+    at a random orientation and phase, its period jittered by +-15 %."""
+    kind, period = CLASS_TEXTURES[CLASSES.index(name)]
+    period *= rng.uniform(0.85, 1.15)
+    theta = rng.uniform(0, np.pi)
+    yy, xx = np.mgrid[0:h, 0:w].astype(np.float32) + rng.uniform(0, 2 * period, (2, 1, 1))
+    u = xx * np.cos(theta) + yy * np.sin(theta)
+    v = -xx * np.sin(theta) + yy * np.cos(theta)
+    wave = lambda a: np.sin(a * 2 * np.pi / period) > 0  # noqa: E731
+    if kind == "stripes":
+        t = wave(u)
+    elif kind == "checks":
+        t = (np.floor(u / period) + np.floor(v / period)) % 2 > 0
+    elif kind == "dots":
+        t = np.hypot((u % period) - period / 2, (v % period) - period / 2) < period * 0.3
+    elif kind == "rings":
+        t = wave(np.hypot(xx - xx.mean(), yy - yy.mean()))
+    elif kind == "hatch":
+        t = wave(u) & wave(v)
+    else:  # blotches: smooth noise thresholded at its median
+        small = rng.random((int(h / period) + 2, int(w / period) + 2))
+        big = np.asarray(Image.fromarray((small * 255).astype(np.uint8)).resize((w, h), 2))
+        t = big > np.median(big)
+    c1, c2 = _random_colours(rng)
+    t = t.astype(np.float32)[..., None]
+    return c1 * (1 - t) + c2 * t
+
+
+def _object_texture(rng: np.random.Generator, name: str, family: str, h: int, w: int):
+    """(H, W, 3) float fill of one object of class ``name`` in ``family``."""
+    if family == "hue":
+        return _texture(rng, h, w, _class_colours(rng, name))
+    if family == "texture":
+        return _class_texture(rng, name, h, w)
+    if family == "shape":
+        return _texture(rng, h, w)
+    raise ValueError(f"unknown shapes family {family!r}: use one of {', '.join(FAMILIES)}")
+
+
 def _background(rng: np.random.Generator, h: int, w: int) -> np.ndarray:
     img = _texture(rng, h, w) * 0.6 + _texture(rng, h, w) * 0.4
     canvas = Image.fromarray(img.clip(0, 255).astype(np.uint8))
@@ -143,7 +212,9 @@ def _place(rng: np.random.Generator, h: int, w: int, boxes: list) -> tuple[float
     return float(cx), float(cy), r
 
 
-def render_image(rng: np.random.Generator, h: int, w: int) -> tuple[np.ndarray, list[dict]]:
+def render_image(
+    rng: np.random.Generator, h: int, w: int, family: str = "hue"
+) -> tuple[np.ndarray, list[dict]]:
     """One image and its objects: ``{class, mask (visible part), polygons or None}``."""
     img = _background(rng, h, w)
     objects, boxes = [], []
@@ -157,7 +228,7 @@ def render_image(rng: np.random.Generator, h: int, w: int) -> tuple[np.ndarray, 
         full = _shape_mask(name, polys, h, w)
         if full.sum() < 30:
             continue
-        tex = _texture(rng, h, w, _class_colours(rng, name))
+        tex = _object_texture(rng, name, family, h, w)
         img = np.where(full[..., None] > 0, tex, img)
         for o in objects:  # this object occludes earlier ones
             o["mask"] = o["mask"] & (1 - full)
@@ -196,7 +267,9 @@ def _annotation(obj: dict, ann_id: int, image_id: int) -> dict:
     }
 
 
-def write_split(out_dir: str, num_images: int, seed: int, image_size: int) -> None:
+def write_split(
+    out_dir: str, num_images: int, seed: int, image_size: int, family: str = "hue"
+) -> None:
     """Write ``out_dir/annotations.json`` and ``out_dir/images/*.png``."""
     rng = np.random.default_rng(seed)
     os.makedirs(os.path.join(out_dir, "images"))
@@ -207,7 +280,7 @@ def write_split(out_dir: str, num_images: int, seed: int, image_size: int) -> No
             if rng.random() < 0.5
             else (image_size * 5 // 4, image_size)
         )
-        img, objects = render_image(rng, h, w)
+        img, objects = render_image(rng, h, w, family)
         file_name = f"{image_id:06d}.png"
         Image.fromarray(img).save(os.path.join(out_dir, "images", file_name))
         images.append({"id": image_id, "file_name": file_name, "height": h, "width": w})
@@ -215,7 +288,7 @@ def write_split(out_dir: str, num_images: int, seed: int, image_size: int) -> No
             annotations.append(_annotation(obj, len(annotations) + 1, image_id))
     strong = [CLASSES.index(c) + 1 for c in STRONG]
     data = {
-        "info": {"description": "OPMask synthetic shapes", "seed": seed},
+        "info": {"description": "OPMask synthetic shapes", "seed": seed, "family": family},
         "categories": [
             {"id": i + 1, "name": c, "supercategory": "shape"} for i, c in enumerate(CLASSES)
         ],
@@ -238,16 +311,20 @@ def generate(
     num_val: int,
     image_size: int = 128,
     overwrite: bool = False,
+    family: str = "hue",
 ) -> None:
-    """Generate ``out/train`` and ``out/val``; writes into a temporary folder, then renames."""
+    """Generate ``out/train`` and ``out/val`` of ``family`` (one of ``FAMILIES``); writes into a
+    temporary folder, then renames."""
+    if family not in FAMILIES:
+        raise ValueError(f"unknown shapes family {family!r}: use one of {', '.join(FAMILIES)}")
     if os.path.exists(out) and os.listdir(out) and not overwrite:
         raise FileExistsError(f"{out} exists and is not empty (use --overwrite)")
     parent = os.path.dirname(os.path.abspath(out))
     os.makedirs(parent, exist_ok=True)
     tmp = tempfile.mkdtemp(prefix=".shapes-", dir=parent)
     try:
-        write_split(os.path.join(tmp, "train"), num_train, seed, image_size)
-        write_split(os.path.join(tmp, "val"), num_val, seed + 1_000_003, image_size)
+        write_split(os.path.join(tmp, "train"), num_train, seed, image_size, family)
+        write_split(os.path.join(tmp, "val"), num_val, seed + 1_000_003, image_size, family)
         if os.path.exists(out):
             shutil.rmtree(out)
         os.replace(tmp, out)

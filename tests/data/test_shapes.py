@@ -65,3 +65,82 @@ def test_each_class_has_its_own_hue_family(tmp_path):
         assert np.median(off) < 0.5 / len(CLASSES), (a["id"], CLASSES[a["category_id"] - 1])
         checked += 1
     assert checked >= 20
+
+
+def _object_hues(root, split="train"):
+    """(category_id, median hue) of every object with at least 60 visible pixels."""
+    import colorsys
+
+    coco = COCO(str(root / split / "annotations.json"))
+    out = []
+    for a in coco.anns.values():
+        m = coco.annToMask(a).astype(bool)
+        if m.sum() < 60:
+            continue
+        info = coco.imgs[a["image_id"]]
+        img = np.asarray(Image.open(root / split / "images" / info["file_name"]))
+        rgb = img[m][::3] / 255.0
+        hues = np.array([colorsys.rgb_to_hsv(*px)[0] for px in rgb])
+        out.append((a["category_id"], float(np.median(hues))))
+    return out
+
+
+def test_texture_family_classes_do_not_differ_by_hue(tmp_path):
+    """In the texture family a class's objects come in all hues: colour does not tell the class."""
+    generate(str(tmp_path / "t"), seed=4, num_train=16, num_val=1, image_size=96, family="texture")
+    data = json.loads((tmp_path / "t" / "train" / "annotations.json").read_text())
+    assert data["info"]["family"] == "texture"
+    by_class = {}
+    for cat, hue in _object_hues(tmp_path / "t"):
+        by_class.setdefault(cat, []).append(hue)
+    spread = [np.ptp(h) for h in by_class.values() if len(h) >= 4]
+    assert len(spread) >= 5 and min(spread) > 0.3  # hue circle is [0, 1)
+
+
+def test_texture_family_pattern_is_class_specific():
+    """The texture family draws each class with its own pattern: the period of a class's stripes
+    is visible in the pixels (its dominant spatial frequency)."""
+    from opmask.data.shapes import CLASS_TEXTURES, _class_texture
+
+    rng = np.random.default_rng(0)
+    for name in ("circle", "crescent"):  # stripes of 8 and 15 px
+        tex = _class_texture(rng, name, 128, 128).mean(2)
+        spectrum = np.abs(np.fft.fft2(tex - tex.mean()))
+        fy, fx = np.unravel_index(spectrum.argmax(), spectrum.shape)
+        freq = np.hypot(min(fy, 128 - fy), min(fx, 128 - fx)) / 128
+        want = CLASS_TEXTURES[CLASSES.index(name)][1]
+        assert abs(1 / freq - want) < 0.25 * want, (name, 1 / freq)
+
+
+def test_families_are_deterministic_and_differ(tmp_path):
+    paths = {}
+    for fam in ("hue", "texture", "shape"):
+        generate(str(tmp_path / fam), seed=7, num_train=2, num_val=1, image_size=64, family=fam)
+        paths[fam] = (tmp_path / fam / "train" / "images" / "000001.png").read_bytes()
+    generate(str(tmp_path / "again"), seed=7, num_train=2, num_val=1, image_size=64, family="shape")
+    assert (tmp_path / "again" / "train" / "images" / "000001.png").read_bytes() == paths["shape"]
+    assert len(set(paths.values())) == 3
+
+
+def test_unknown_family_is_refused_before_writing(tmp_path):
+    import pytest
+
+    with pytest.raises(ValueError, match="unknown shapes family 'plaid'"):
+        generate(str(tmp_path / "x"), seed=1, num_train=1, num_val=1, family="plaid")
+    assert not (tmp_path / "x").exists()
+
+
+def test_cli_family_flag(tmp_path, capsys):
+    from opmask.cli.data import main
+
+    out = tmp_path / "d"
+    args = ["shapes", "--out", str(out), "--num-train", "2", "--num-val", "1", "--image-size", "64"]
+    assert main(args + ["--family", "texture"]) == 0
+    assert "texture family" in capsys.readouterr().out
+    info = json.loads((out / "train" / "annotations.json").read_text())["info"]
+    assert info == {"description": "OPMask synthetic shapes", "seed": 0, "family": "texture"}
+    import pytest
+
+    with pytest.raises(SystemExit) as e:
+        main(args + ["--family", "plaid", "--overwrite"])
+    assert e.value.code == 2
