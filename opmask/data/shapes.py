@@ -135,7 +135,7 @@ def _texture(rng: np.random.Generator, h: int, w: int, colours: tuple | None = N
 
 
 def _random_colours(rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
-    """Two RGB colours (0..255) of random hue, one dark and one light, so a pattern stays visible."""
+    """Two RGB colours (0..255) of random hue, one dark, one light: the pattern stays visible."""
     tones = []
     for value in (rng.uniform(0.15, 0.5), rng.uniform(0.65, 1.0)):
         rgb = colorsys.hsv_to_rgb(rng.uniform(0, 1), rng.uniform(0, 1), value)
