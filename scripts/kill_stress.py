@@ -2,7 +2,8 @@
 """Crash stress for checkpoints: SIGKILL opmask-train at random moments (during training and
 during checkpoint writing), then check that the newest valid checkpoint loads and that no more
 than the iterations since it were lost; finally resume to the end and check metrics.json has no
-duplicate and no missing step. Exits non-zero on the first violation.
+duplicate and no missing step, and that no ``.tmp-*`` fragment of a killed write is left. Exits
+non-zero on the first violation.
 
     OPMASK_DATASETS=... python scripts/kill_stress.py --trials 100 --out /tmp/stress
 
@@ -116,9 +117,15 @@ def main() -> int:
         fail(f"final resume exited {done.returncode}: {done.stderr[-1000:]}")
     if logged_iterations(run) != list(range(end)):
         fail(f"metrics.json iterations are not 0..{end - 1}: {logged_iterations(run)}")
+    fragments = [
+        os.path.join(d, n) for d, _, ns in os.walk(run) for n in ns if n.startswith(".tmp-")
+    ]
+    if fragments:
+        fail(f"temporary fragments of killed writers were left: {fragments}")
     print(
         f"{args.trials}/{args.trials} trials resumed from a valid checkpoint; "
-        f"final resume reached iteration {end - 1} with no duplicate or missing step"
+        f"final resume reached iteration {end - 1} with no duplicate or missing step "
+        "and no temporary fragment left"
     )
     return 0
 

@@ -108,6 +108,49 @@ def test_last_checkpoint_only_names_complete_files(tmp_path, monkeypatch):
     assert ck.load_latest_valid()[1]["iteration"] == 1
 
 
+def test_all_unusable_raises_listing_each_file_and_why(tmp_path):
+    ck = Checkpointer(str(tmp_path))
+    for it in (1, 2):
+        ck.save(f"model_{it:07d}.pth", _state(it))
+    (tmp_path / "model_0000002.pth").write_bytes(b"cut")
+    (tmp_path / "model_0000001.pth.sha256").unlink()
+    (tmp_path / "model_0000001.pth").write_bytes(b"not a zip")
+    before = {p.name: p.read_bytes() for p in tmp_path.iterdir()}
+    with pytest.raises(CheckpointError) as e:
+        ck.load_latest_valid()
+    msg = str(e.value)
+    assert msg.startswith(f"no usable checkpoint in {tmp_path} (refusing to start over 2 file")
+    assert "model_0000002.pth: content does not match its recorded hash" in msg
+    assert "model_0000001.pth: refused to load" in msg
+    assert {p.name: p.read_bytes() for p in tmp_path.iterdir()} == before
+    assert Checkpointer(str(tmp_path / "empty")).load_latest_valid() is None  # nothing: fresh
+
+
+def test_unhashed_valid_checkpoint_is_used_after_a_warning(tmp_path, caplog):
+    ck = Checkpointer(str(tmp_path))
+    ck.save("model_0000001.pth", _state(1))
+    ck.save("model_final.pth", _state(2))
+    for p in tmp_path.glob("*.sha256"):
+        p.unlink()
+    (tmp_path / "last_checkpoint").unlink()  # copied without it: model_final is still first
+    with caplog.at_level(logging.WARNING):
+        path, state = ck.load_latest_valid()
+    assert path.endswith("model_final.pth") and state["iteration"] == 2
+    assert "model_final.pth has no .sha256 hash file" in caplog.text
+    with pytest.raises(CheckpointError, match="cannot read its hash file"):
+        load_verified(path)  # the strict reader still insists on the hash
+
+
+def test_written_files_follow_the_umask(tmp_path):
+    old = os.umask(0o027)
+    try:
+        Checkpointer(str(tmp_path)).save("model_0000001.pth", _state(1))
+    finally:
+        os.umask(old)
+    modes = {p.name: p.stat().st_mode & 0o777 for p in tmp_path.iterdir()}
+    assert set(modes.values()) == {0o640}, modes
+
+
 # ---------------------------------------------------------------- exact resume
 def _losses(run):
     out = []
