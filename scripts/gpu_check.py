@@ -130,7 +130,9 @@ def resume(rep: Report, env: dict, a, base: list[str]) -> None:
     rep.add("\n## 2. SIGUSR1, exit 75, resume\n")
     opts = base + ["SOLVER.MAX_ITER", str(a.resume_iters), "TEST.EVAL_PERIOD", "0"]
     ref, cut = os.path.join(a.work, "uninterrupted"), os.path.join(a.work, "interrupted")
+    twin = os.path.join(a.work, "uninterrupted_again")
     p = _run(_train_cmd(ref, opts), env, a.step_timeout)
+    _run(_train_cmd(twin, opts), env, a.step_timeout)  # run-to-run noise of the device's kernels
     proc = subprocess.Popen(_train_cmd(cut, opts), env=env, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True)  # fmt: skip
     deadline = time.time() + a.step_timeout
@@ -142,18 +144,23 @@ def resume(rep: Report, env: dict, a, base: list[str]) -> None:
     p2 = _run(_train_cmd(cut, opts, "--resume"), env, a.step_timeout)
     want = {m["iteration"]: m["total_loss"] for m in _metrics(ref)}
     got = {m["iteration"]: m["total_loss"] for m in _metrics(cut) if m["iteration"] >= stopped_at}
-    diffs = [abs(got[i] - want[i]) / max(abs(want[i]), 1e-12) for i in got if i in want]
+    rel = lambda x, y: abs(x - y) / max(abs(y), 1e-12)  # noqa: E731
+    diffs = [rel(got[i], want[i]) for i in got if i in want]
+    again = {m["iteration"]: m["total_loss"] for m in _metrics(twin)}
+    noise = max((rel(again[i], want[i]) for i in got if i in want and i in again), default=0.0)
     worst = max(diffs, default=float("nan"))
+    tol = max(a.resume_tol, 2 * noise)
     ok = (
         p.returncode == 0 and proc.returncode == 75 and p2.returncode == 0
-        and len(diffs) == a.resume_iters - stopped_at and worst <= a.resume_tol
+        and len(diffs) == a.resume_iters - stopped_at and worst <= tol
     )  # fmt: skip
     rep.check(
         "SIGUSR1 -> checkpoint -> resume",
         ok,
         f"stopped with exit {proc.returncode} after iteration {stopped_at - 1}, resumed exit "
         f"{p2.returncode}; {len(diffs)} later iterations compared with the uninterrupted run: max "
-        f"relative total-loss difference {worst:.2e} (tolerance {a.resume_tol:g})"
+        f"relative total-loss difference {worst:.2e}; two uninterrupted runs differ by up to "
+        f"{noise:.2e} over the same iterations (tolerance max({a.resume_tol:g}, 2 x that))"
         + ("" if p2.returncode == 0 else f"; {_tail(p2)}"),
     )
 

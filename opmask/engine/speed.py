@@ -228,8 +228,14 @@ def _measure(step_factory, batch_size: int, device, steps: int, warmup: int):
     gc.collect()
     if device.type == "cuda":
         torch.cuda.empty_cache()
+    step = step_factory()
+    for _ in range(warmup):
+        step()
+    if device.type == "cuda":  # after warm-up: cuDNN's autotuner tries algorithms with large
+        torch.cuda.synchronize(device)  # workspaces, which are not the step's memory
+        torch.cuda.empty_cache()
         torch.cuda.reset_peak_memory_stats(device)
-    secs = time_steps(step_factory(), steps, device, warmup)
+    secs = time_steps(step, steps, device, warmup=0)
     mem = torch.cuda.max_memory_allocated(device) / 2**30 if device.type == "cuda" else None
     return secs, batch_size / secs, mem
 
