@@ -1,6 +1,14 @@
 """Where training metrics go: console, ``metrics.json`` (one JSON object per line, Detectron2's
-keys) and TensorBoard. Only the main process writes. On resume, entries past the resumed
-iteration are purged from both files, so a series has no duplicate and no missing step."""
+keys) and TensorBoard (scalars, images and the HParams of the run). Only the main process writes.
+On resume, entries past the resumed iteration are purged from both files, so a series has no
+duplicate and no missing step.
+
+Times: the loop measures an iteration from fetching its batch to the end of its optimizer step,
+so checkpoints, evaluation and logging never enter it. The ETA, as Detectron2's, is the median of
+a window of recent iteration times times the iterations left: one slow iteration (a busy machine,
+a page-in after evaluation) moves it by nothing, a lasting change of speed moves it within the
+window.
+"""
 
 from __future__ import annotations
 
@@ -10,6 +18,7 @@ import logging
 import os
 import statistics
 from collections import deque
+from typing import Iterable
 
 import torch
 
@@ -33,12 +42,68 @@ def purge_metrics(path: str, start_iter: int) -> None:
     atomic_write_bytes(path, "".join(kept).encode())
 
 
+class EtaEstimator:
+    """Seconds per iteration and ETA from the median of the last ``window`` iteration times.
+
+    The first ``skip`` times after a (re)start are left out while later ones exist: they hold
+    one-off work (allocator warm-up, loader start) that the rest of the run does not repeat.
+    """
+
+    def __init__(self, window: int = 1000, skip: int = 1):
+        self.times: deque = deque(maxlen=window)
+        self.skipped: list[float] = []
+        self.skip = skip
+
+    def add(self, seconds: float) -> None:
+        if len(self.skipped) < self.skip:
+            self.skipped.append(seconds)
+        else:
+            self.times.append(seconds)
+
+    def seconds_per_iter(self) -> float | None:
+        """Median of the window (of the skipped ones while the window is empty); None if none."""
+        times = self.times or self.skipped
+        return statistics.median(times) if times else None
+
+    def eta_seconds(self, iteration: int, max_iter: int) -> float:
+        """Seconds left after ``iteration`` (0-based) of ``max_iter``."""
+        return (self.seconds_per_iter() or 0.0) * max(max_iter - iteration - 1, 0)
+
+
+# Config values every run records as HParams (besides the keys its sweep varies).
+KEY_HPARAMS = (
+    "MODEL.RESNETS.DEPTH",
+    "MODEL.ROI_BOX_HEAD.NAME",
+    "MODEL.ROI_MASK_HEAD.NAME",
+    "EXP.PS",
+    "SOLVER.IMS_PER_BATCH",
+    "SOLVER.BASE_LR",
+    "SOLVER.MAX_ITER",
+    "SEED",
+)
+# The final metrics shown beside them: the evaluation's scalar tags.
+HPARAM_METRICS = ("bbox/AP", "segm/AP", "segm_strong/AP", "segm_weak/AP")
+
+
+def hparams_from_cfg(cfg, keys: Iterable[str] = ()) -> dict:
+    """``{KEY: value}`` of ``KEY_HPARAMS`` and ``keys`` (a sweep's overridden keys), as the
+    int/float/str/bool TensorBoard's HParams accept (lists and tuples as text)."""
+    out = {}
+    for key in dict.fromkeys([*KEY_HPARAMS, *keys]):
+        node = cfg
+        for part in key.split("."):
+            node = node[part]
+        out[key] = node if isinstance(node, (bool, int, float, str)) else str(node)
+    return out
+
+
 class EventWriter:
     """Console + metrics.json + TensorBoard for one run; a no-op on non-main ranks."""
 
     def __init__(self, run_dir: str, *, start_iter: int, max_iter: int, enabled: bool = True):
         self.enabled, self.max_iter = enabled, max_iter
-        self.iter_times: deque = deque(maxlen=20)
+        self.eta = EtaEstimator()
+        self.data_times: deque = deque(maxlen=20)
         self.metrics_path = os.path.join(run_dir, "metrics.json")
         self.tb = None
         if enabled:
@@ -66,10 +131,11 @@ class EventWriter:
         console: bool,
     ) -> None:
         """One training iteration (losses already averaged over ranks)."""
-        self.iter_times.append(iter_time)
+        self.eta.add(iter_time)
+        self.data_times.append(data_time)
         if not self.enabled:
             return
-        eta = statistics.median(self.iter_times) * (self.max_iter - it - 1)
+        eta = self.eta.eta_seconds(it, self.max_iter)
         record = {
             "iteration": it,
             "total_loss": sum(losses.values()),
@@ -81,19 +147,37 @@ class EventWriter:
         }
         self._write(record)
         if console:
-            terms = "  ".join(
-                f"{k}: {v:.4g}" for k, v in record.items() if k.startswith(("total_loss", "loss_"))
-            )
-            logger.info(
-                "eta: %s  iter: %d/%d  %s  time: %.4f  data_time: %.4f  lr: %.6g",
-                datetime.timedelta(seconds=int(eta)),
-                it + 1,
-                self.max_iter,
-                terms,
-                iter_time,
-                data_time,
-                lr,
-            )
+            self._print(it, record)
+
+    def _print(self, it: int, record: dict) -> None:
+        """One console line; time is the window's median, data_time the mean of the last 20."""
+        terms = "  ".join(
+            f"{k}: {v:.4g}" for k, v in record.items() if k.startswith(("total_loss", "loss_"))
+        )
+        logger.info(
+            "eta: %s  iter: %d/%d  %s  time: %.4f  data_time: %.4f  lr: %.6g",
+            datetime.timedelta(seconds=int(record["eta_seconds"])),
+            it + 1,
+            self.max_iter,
+            terms,
+            self.eta.seconds_per_iter(),
+            statistics.fmean(self.data_times),
+            record["lr"],
+        )
+
+    def log_hparams(self, hparams: dict, metrics: Iterable[str] = HPARAM_METRICS) -> None:
+        """The run's HParams (TensorBoard's HPARAMS tab): ``hparams`` and, as its metrics, the
+        scalar tags ``metrics`` that ``log_eval`` writes. Written at every start of the run
+        (the same content each time), so a run shows up while it trains."""
+        if not self.enabled:
+            return
+        from torch.utils.tensorboard.summary import hparams as hparams_summaries
+
+        metric_dict = dict.fromkeys(metrics, 0.0)  # only the tags are used
+        experiment, session_start, _ = hparams_summaries(hparams, metric_dict)
+        for summary in (experiment, session_start):
+            self.tb.file_writer.add_summary(summary)
+        self.tb.flush()
 
     def log_eval(self, it: int, results: dict[str, dict[str, float]]) -> None:
         """Evaluation results ``{task: {metric: value}}`` as ``task/metric`` scalars."""

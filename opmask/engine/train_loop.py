@@ -28,7 +28,7 @@ from ..modeling.weights import load_weights
 from . import comm, preempt
 from .backends import backends_from_cfg
 from .checkpoint import Checkpointer, CheckpointError, capture_rng, restore_rng
-from .events import EventWriter
+from .events import EventWriter, hparams_from_cfg
 from .solver import build_lr_scheduler, build_optimizer, clip_gradients
 from .vis import roi_triptychs
 
@@ -53,7 +53,7 @@ def train(cfg, run_dir: str, *, resume: bool, after_step: Callable | None = None
 
     ``after_step(iteration, model)``, if given, runs on every rank after each optimizer step.
     """
-    dicts, info = load_datasets(cfg.DATASETS.TRAIN)
+    dicts, info = load_datasets(cfg.DATASETS.TRAIN, cache_dir=cfg.DATASETS.CACHE_DIR)
     check_num_classes(cfg, info)
     backends_from_cfg(cfg)
     _seed_everything(cfg.SEED)  # same initial weights on every rank and every run
@@ -83,6 +83,7 @@ def train(cfg, run_dir: str, *, resume: bool, after_step: Callable | None = None
     events = EventWriter(
         run_dir, start_iter=start_iter, max_iter=max_iter, enabled=comm.is_main_process()
     )
+    events.log_hparams(hparams_from_cfg(cfg, cfg.EXP.HPARAMS))
     state = lambda it: _state(it, cfg, model, optimizer, scheduler, scaler)  # noqa: E731
     logger.info(
         "Starting training from iteration %d of %d in %s (%s)",
@@ -144,7 +145,7 @@ def train(cfg, run_dir: str, *, resume: bool, after_step: Callable | None = None
 def evaluate_only(cfg, run_dir: str) -> dict:
     """Evaluate the newest valid checkpoint of ``run_dir`` (else ``MODEL.WEIGHTS``)."""
     names = cfg.DATASETS.TEST or cfg.DATASETS.TRAIN
-    _, info = load_datasets(names[:1])
+    _, info = load_datasets(names[:1], cache_dir=cfg.DATASETS.CACHE_DIR)
     check_num_classes(cfg, info)
     backends_from_cfg(cfg)
     model = build_model(cfg)
@@ -169,7 +170,7 @@ class Evaluator:
     def __init__(self, cfg, train_info: DatasetInfo, run_dir: str):
         self.cfg, self.run_dir, self.sets = cfg, run_dir, []
         for name in cfg.DATASETS.TEST:
-            dicts, info = load_datasets([name])
+            dicts, info = load_datasets([name], cache_dir=cfg.DATASETS.CACHE_DIR)
             if info.category_ids != train_info.category_ids:
                 raise DatasetError(f"test dataset {name!r} has other categories than training")
             self.sets.append((name, dicts, info, strong_ids_from_cfg(cfg, info)))
