@@ -1,21 +1,25 @@
 """``opmask-demo``: the whole system in minutes on CPU.
 
-Generates the synthetic shapes dataset if missing, trains the class-agnostic Mask R-CNN baseline
-and OPMask with the same schedule (exactly as ``opmask-train`` would), evaluates both, measures
-each mask head on the ground-truth boxes (python -m opmask.evaluation.gt_boxes), prints the
-comparison and writes it to ``OUT/summary.json``. Re-running it continues or reuses the
-runs already in OUT (``--resume`` semantics), so an interrupted demo loses nothing.
+Generates the synthetic shapes dataset if missing (or uses any COCO-format dataset given with
+--train/--val), trains the class-agnostic Mask R-CNN baseline and OPMask with the same schedule
+(exactly as ``opmask-train`` would), evaluates both, measures each mask head on the ground-truth
+boxes (python -m opmask.evaluation.gt_boxes), prints the comparison and writes it to
+``OUT/summary.json``. With --pretrain-iters N, a shared first stage trains the baseline for N
+iterations (boxes of all classes, masks of the strong classes only) and both models start from
+its backbone + FPN (the CPU analogue of the paper's ImageNet start). Re-running it continues or
+reuses the runs already in OUT (``--resume`` semantics), so an interrupted demo loses nothing.
 """
 
 from __future__ import annotations
 
 import argparse
+import io
 import json
 import os
 import sys
 import time
 
-from ..data.catalog import BUILTIN, datasets_root
+from ..data.catalog import BUILTIN, datasets_root, load_dataset
 from ..data.coco import DatasetError
 from ..engine.checkpoint import atomic_write_bytes
 
@@ -54,11 +58,18 @@ def gt_box_table(diag: dict[str, dict]) -> str:
 
 
 def _ensure_data(seed: int) -> None:
-    """Generate the shapes dataset for ``seed`` if missing; refuse one made with another seed."""
+    """Generate the shapes dataset for ``seed`` if missing; refuse one made with another seed
+    or of another family than the built-in ``hue``."""
     json_file = os.path.join(datasets_root(), BUILTIN["shapes_train"][0])
     if os.path.isfile(json_file):
         with open(json_file, encoding="utf-8") as f:
-            found = json.load(f).get("info", {}).get("seed")
+            info = json.load(f).get("info", {})
+        found, family = info.get("seed"), info.get("family", "hue")
+        if family != "hue":
+            raise DatasetError(
+                f"{json_file} is of the {family!r} family, not the built-in 'hue': run it with "
+                f"--train {json_file}:{os.path.dirname(json_file)}/images --val ... instead"
+            )
         if found != seed:
             raise DatasetError(
                 f"{json_file} was generated with seed {found}, not --data-seed {seed}: point "
@@ -73,7 +84,79 @@ def _ensure_data(seed: int) -> None:
     generate(os.path.join(datasets_root(), "shapes"), seed=seed, num_train=600, num_val=100)
 
 
-def main(argv: list[str] | None = None) -> int:
+def parse_strong_ids(text: str) -> list[int]:
+    """``"1,2,3"`` -> [1, 2, 3]; DatasetError (one line) for anything else."""
+    try:
+        ids = [int(x) for x in text.split(",")]
+    except ValueError:
+        raise DatasetError(
+            f"--strong-ids {text!r}: expected comma-separated category ids, e.g. 1,2,3"
+        ) from None
+    if len(set(ids)) != len(ids):
+        raise DatasetError(f"--strong-ids {text!r}: an id is repeated")
+    return ids
+
+
+def dataset_overrides(train: str | None, val: str | None, strong: str | None) -> list[str]:
+    """Config overrides for a user dataset (validated: files, categories, strong ids); [] for
+    the built-in shapes. Raises DatasetError / SplitError with one line."""
+    if (train is None) != (val is None):
+        raise DatasetError("--train and --val go together (each ANNOTATIONS.json:IMAGE_DIR)")
+    opts = []
+    if train is not None:
+        for flag, spec in (("--train", train), ("--val", val)):
+            json_file, _, images = spec.rpartition(":")
+            if not json_file.endswith(".json") or not images:
+                raise DatasetError(f"{flag} {spec!r}: expected ANNOTATIONS.json:IMAGE_DIR")
+            if not os.path.isdir(images):
+                raise DatasetError(f"{flag} {spec!r}: image folder {images} not found")
+        _, info = load_dataset(train)
+        if load_dataset(val)[1].category_ids != info.category_ids:
+            raise DatasetError(f"--val {val!r} has other categories than --train {train!r}")
+        opts += ["DATASETS.TRAIN", repr((train,)), "DATASETS.TEST", repr((val,))]
+        opts += ["MODEL.ROI_HEADS.NUM_CLASSES", str(len(info.category_ids))]
+        if strong is None and info.dataset_strong_ids is None:
+            raise DatasetError(f"{train} declares no strong/weak split: give --strong-ids")
+    if strong is not None:
+        opts += ["EXP.STRONG_CATEGORY_IDS", repr(parse_strong_ids(strong))]
+    return opts
+
+
+def _train(config: str, run_dir: str, opts: list[str]) -> dict:
+    """One ``opmask-train --resume`` run of a demo config; returns its evaluation."""
+    from . import train as train_cli
+
+    run_args = train_cli.parser().parse_args(
+        ["--config-file", os.path.join(REPO_CONFIGS, config), "--output-dir", run_dir, "--resume"]
+        + opts
+    )
+    return train_cli.run(run_args)
+
+
+def pretrain_backbone(out: str, iters: int, opts: list[str]) -> list[str]:
+    """The shared first stage: the baseline trained ``iters`` iterations; its backbone + FPN
+    (``backbone.*``) saved to ``out/pretrain/backbone.pth``. Returns the override that starts
+    a model from it ([] for ``iters`` 0)."""
+    if iters <= 0:
+        return []
+    import torch
+
+    from ..engine.checkpoint import Checkpointer
+
+    run_dir = os.path.join(out, "pretrain")
+    steps = ["SOLVER.MAX_ITER", str(iters), "SOLVER.STEPS", f"({iters},)"]
+    _train(MODELS[0][1], run_dir, opts + steps + ["TEST.EVAL_PERIOD", "0"])
+    path = os.path.join(run_dir, "backbone.pth")
+    if not os.path.isfile(path):
+        state = Checkpointer(os.path.join(run_dir, "models")).load_latest_valid()[1]["model"]
+        body = {k: v for k, v in state.items() if k.startswith("backbone.")}
+        buf = io.BytesIO()
+        torch.save({"model": body}, buf)
+        atomic_write_bytes(path, buf.getvalue())
+    return ["MODEL.WEIGHTS", path]
+
+
+def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="opmask-demo",
         description=__doc__.replace("``", ""),
@@ -87,39 +170,54 @@ def main(argv: list[str] | None = None) -> int:
         help="seed of the generated dataset (an existing one must have been made with it)",
     )
     p.add_argument(
+        "--train",
+        metavar="ANN.json:IMAGES",
+        help="a COCO-format training set instead of the built-in shapes (needs --val)",
+    )
+    p.add_argument("--val", metavar="ANN.json:IMAGES", help="its validation set")
+    p.add_argument(
+        "--strong-ids",
+        metavar="1,2,3",
+        help="category ids with mask supervision (default: the split the annotation file "
+        "declares under 'opmask', as the built-in shapes do)",
+    )
+    p.add_argument(
+        "--pretrain-iters",
+        type=int,
+        default=0,
+        metavar="N",
+        help="first train the baseline N iterations and start both models from its "
+        "backbone + FPN (default 0: both start from scratch)",
+    )
+    p.add_argument(
         "opts",
         nargs=argparse.REMAINDER,
         metavar="KEY VALUE",
         help="overrides applied to both models, e.g. SOLVER.MAX_ITER 200",
     )
-    args = p.parse_args(argv)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    from ..data.splits import SplitError
     from ..evaluation.gt_boxes import diagnose_run
     from . import train as train_cli
 
     start = time.perf_counter()
     try:
-        _ensure_data(args.data_seed)
-    except (DatasetError, OSError) as e:
+        opts = dataset_overrides(args.train, args.val, args.strong_ids)
+        if args.train is None:
+            _ensure_data(args.data_seed)
+        opts += args.opts
+        opts += pretrain_backbone(args.out, args.pretrain_iters, opts)
+        results = {}
+        for name, config in MODELS:
+            print(f"[demo] {name}: training and evaluating ({config})")
+            results[name] = _train(config, os.path.join(args.out, name), opts)
+    except (DatasetError, SplitError, OSError, *train_cli.INPUT_ERRORS) as e:
         print(f"opmask-demo: error: {e}", file=sys.stderr)
         return 1
-    results = {}
-    for name, config in MODELS:
-        print(f"[demo] {name}: training and evaluating ({config})")
-        run_args = train_cli.parser().parse_args(
-            [
-                "--config-file",
-                os.path.join(REPO_CONFIGS, config),
-                "--output-dir",
-                os.path.join(args.out, name),
-                "--resume",
-                *args.opts,
-            ]
-        )
-        try:
-            results[name] = train_cli.run(run_args)
-        except train_cli.INPUT_ERRORS as e:
-            print(f"opmask-demo: error: {e}", file=sys.stderr)
-            return 1
     table = comparison_table(results)
     summary = {m: {task: r[task]["AP"] for _, task in COLUMNS} for m, r in results.items()}
     print("[demo] GT-box diagnostic: each mask head segments the ground-truth boxes")

@@ -48,3 +48,77 @@ def test_demo_refuses_data_made_with_another_seed(datasets_root, tmp_path):
     assert proc.returncode == 1
     assert "generated with seed 3, not --data-seed 0" in proc.stderr
     assert "Traceback" not in proc.stderr and not (tmp_path / "d").exists()
+
+
+def _user_dataset(root, family="texture", declare_split=True):
+    """A generated dataset used as a user's own COCO files: (train spec, val spec)."""
+    from opmask.data.shapes import generate
+
+    generate(str(root), seed=5, num_train=8, num_val=4, image_size=96, family=family)
+    if not declare_split:
+        for split in ("train", "val"):
+            path = root / split / "annotations.json"
+            data = json.loads(path.read_text())
+            del data["opmask"]
+            path.write_text(json.dumps(data))
+    return tuple(f"{root}/{s}/annotations.json:{root}/{s}/images" for s in ("train", "val"))
+
+
+def _refused(capsys, tmp_path, argv, message):
+    from opmask.cli.demo import main
+
+    out = tmp_path / "never"
+    assert main(["--out", str(out), *argv]) == 1
+    err = capsys.readouterr().err
+    assert message in err and err.count("\n") == 1 and err.startswith("opmask-demo: error:")
+    assert not out.exists()
+
+
+def test_demo_refuses_bad_dataset_specs(tmp_path, capsys, shapes_env):
+    train, val = _user_dataset(tmp_path / "tex")
+    _refused(capsys, tmp_path, ["--train", train], "--train and --val go together")
+    _refused(
+        capsys,
+        tmp_path,
+        ["--train", "a.txt:b", "--val", val],
+        "expected ANNOTATIONS.json:IMAGE_DIR",
+    )
+    missing = f"{tmp_path}/tex/train/annotations.json:{tmp_path}/nowhere"
+    _refused(capsys, tmp_path, ["--train", missing, "--val", val], "nowhere not found")
+    gone = f"{tmp_path}/none.json:{tmp_path}/tex/train/images"
+    _refused(capsys, tmp_path, ["--train", gone, "--val", val], "annotation file not found")
+    for bad, why in (("1,x", "comma-separated category ids"), ("1,1", "repeated")):
+        _refused(capsys, tmp_path, ["--train", train, "--val", val, "--strong-ids", bad], why)
+
+
+def test_demo_refuses_user_data_without_split_and_other_families(tmp_path, capsys, monkeypatch):
+    train, val = _user_dataset(tmp_path / "plain", "shape", declare_split=False)
+    _refused(capsys, tmp_path, ["--train", train, "--val", val], "give --strong-ids")
+    monkeypatch.setenv("OPMASK_DATASETS", str(tmp_path / "root"))
+    _user_dataset(tmp_path / "root" / "shapes", "texture")  # built-in location, other family
+    _refused(capsys, tmp_path, ["--data-seed", "5"], "is of the 'texture' family")
+
+
+def test_demo_on_a_user_dataset_with_a_shared_pretrained_backbone(tmp_path):
+    """--train/--val/--strong-ids run the same recipe on any COCO files; --pretrain-iters trains
+    the shared first stage once and starts both models from its backbone + FPN."""
+    train, val = _user_dataset(tmp_path / "tex")
+    out = tmp_path / "demo"
+    args = ["opmask.cli.demo", "--out", str(out), "--train", train, "--val", val]
+    args += ["--strong-ids", "1,2,4,8", "--pretrain-iters", "2", *TINY]
+    proc = run_cli(args, str(tmp_path / "unused"), str(tmp_path))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    summary = json.loads((out / "summary.json").read_text())
+    assert set(summary["gt_boxes"]) == {"baseline", "opmask"}
+    assert "weak mask AP" in proc.stdout and "strong mask IoU" in proc.stdout
+    assert (out / "pretrain" / "backbone.pth").is_file()
+    import torch
+
+    body = torch.load(out / "pretrain" / "backbone.pth", weights_only=True)["model"]
+    assert body and all(k.startswith("backbone.") for k in body)
+    import yaml
+
+    for model in ("baseline", "opmask"):
+        cfg = yaml.safe_load((out / model / "config.yaml").read_text())
+        assert cfg["MODEL"]["WEIGHTS"] == str(out / "pretrain" / "backbone.pth")
+        assert cfg["EXP"]["STRONG_CATEGORY_IDS"] == [1, 2, 4, 8]
