@@ -219,6 +219,7 @@ CHECKS: dict[str, Check] = {
     "INPUT.RANDOM_FLIP": choice("horizontal", "none"),
     "DATASETS.TRAIN": seq(text(nonempty=True)),
     "DATASETS.TEST": seq(text(nonempty=True)),
+    "DATASETS.CACHE_DIR": text(),
     "DATALOADER.NUM_WORKERS": NONNEG,
     "DATALOADER.ASPECT_RATIO_GROUPING": flag,
     "DATALOADER.FILTER_EMPTY_ANNOTATIONS": flag,
@@ -246,6 +247,7 @@ CHECKS: dict[str, Check] = {
     "SOLVER.AMP.DTYPE": choice("float16", "bfloat16"),
     "TEST.EVAL_PERIOD": period(off=True),
     "TEST.DETECTIONS_PER_IMAGE": POSITIVE,
+    "TEST.EVALUATOR": choice("pycocotools", "faster_coco_eval"),
     "TEST.EXPECTED_RESULTS": anything,
     "OUTPUT_DIR": text(nonempty=True),
     "SEED": integer(hi=2**32 - 1),  # negative: drawn at random

@@ -108,6 +108,7 @@ _C.INPUT.RANDOM_FLIP = "horizontal"  # "horizontal" or "none"
 _C.DATASETS = CN()
 _C.DATASETS.TRAIN = ()  # dataset names or "ANNOTATIONS.json:IMAGE_DIR" specs (datasets/README.md)
 _C.DATASETS.TEST = ()  # evaluated datasets, same forms
+_C.DATASETS.CACHE_DIR = ""  # dataset index cache folder ("": $OPMASK_CACHE, else ~/.cache/opmask)
 
 _C.DATALOADER = CN()
 _C.DATALOADER.NUM_WORKERS = 4  # loader processes per training process
@@ -145,6 +146,7 @@ _C.SOLVER.TF32 = True  # allow TF32 tensor cores for fp32 matmul/conv on CUDA (A
 _C.TEST = CN()
 _C.TEST.EVAL_PERIOD = 0  # evaluate every N iterations (0: only at the end)
 _C.TEST.DETECTIONS_PER_IMAGE = 100  # detections kept per image
+_C.TEST.EVALUATOR = "pycocotools"  # COCOeval backend: pycocotools or faster_coco_eval
 _C.TEST.EXPECTED_RESULTS = []  # unused; kept for Detectron2 config compatibility
 
 # ---------------------------------------------------------------------------- misc

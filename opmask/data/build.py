@@ -10,6 +10,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from .catalog import load_dataset
 from .coco import DatasetError, DatasetInfo
+from .index import IndexSubset, concat
 from .mapper import DatasetMapper
 from .samplers import TrainingBatchSampler
 from .splits import strong_category_ids
@@ -27,28 +28,42 @@ class MapDataset(Dataset):
         return len(self.dicts)
 
     def __getitem__(self, key):
+        idx, rng = key, None
         if isinstance(key, tuple):
-            idx, position = key
-            return self.mapper(self.dicts[idx], np.random.default_rng([self.seed, position]))
-        return self.mapper(self.dicts[key])
+            idx, rng = key[0], np.random.default_rng([self.seed, key[1]])
+        d = self.dicts[idx]  # from the index: this sample's dict exists only for this batch
+        try:
+            return self.mapper(d, rng)
+        except DatasetError as e:
+            msg = str(e)
+            if msg.startswith("image id"):
+                raise
+            raise DatasetError(f"image id {d['image_id']}: {msg}") from None
 
 
 def trivial_collate(batch: list) -> list:
     return batch
 
 
-def load_datasets(names) -> tuple[list[dict], DatasetInfo]:
-    """Concatenate datasets that share one category set."""
+def load_datasets(names, *, index: bool = True, cache_dir: str = "") -> tuple[list, DatasetInfo]:
+    """Concatenate datasets that share one category set.
+
+    ``index`` (default): a list-like view of memory-mapped ``DatasetIndex`` files (cached under
+    ``cache_dir``, DATASETS.CACHE_DIR); ``index=False``: the JSON path, a list of dicts. Both
+    give the same dict for image ``i``.
+    """
     if not names:
         raise DatasetError("no dataset given (DATASETS.TRAIN / DATASETS.TEST is empty)")
-    all_dicts, info = [], None
+    parts, info = [], None
     for name in names:
-        dicts, this = load_dataset(name)
+        dicts, this = load_dataset(name, index=index, cache_dir=cache_dir)
         if info is not None and this.category_ids != info.category_ids:
             raise DatasetError(f"dataset {name!r} has other categories than {info.name!r}")
         info = info or this
-        all_dicts += dicts
-    return all_dicts, info
+        parts.append(dicts)
+    if not index:
+        return [d for p in parts for d in p], info
+    return concat(parts), info
 
 
 def strong_ids_from_cfg(cfg, info: DatasetInfo) -> list[int]:
@@ -79,11 +94,11 @@ def check_datasets(cfg, *, eval_only: bool = False) -> None:
         SplitError: EXP.PS / EXP.STRONG_CATEGORY_IDS do not fit a dataset.
     """
     names = cfg.DATASETS.TRAIN if not eval_only else (cfg.DATASETS.TEST or cfg.DATASETS.TRAIN)[:1]
-    _, info = load_datasets(names)
+    _, info = load_datasets(names, cache_dir=cfg.DATASETS.CACHE_DIR)
     check_num_classes(cfg, info)
     strong_ids_from_cfg(cfg, info)
     for name in cfg.DATASETS.TEST:
-        _, test = load_datasets([name])
+        _, test = load_datasets([name], cache_dir=cfg.DATASETS.CACHE_DIR)
         if test.category_ids != info.category_ids:
             raise DatasetError(f"test dataset {name!r} has other categories than {info.name!r}")
         if test.not_evaluable:
@@ -96,7 +111,7 @@ def build_train_loader(
 ) -> DataLoader:
     """Infinite loader of lists of mapped dicts; the per-rank batch is IMS_PER_BATCH / world."""
     if cfg.DATALOADER.FILTER_EMPTY_ANNOTATIONS:
-        kept = [d for d in dicts if any(not a.get("iscrowd", 0) for a in d["annotations"])]
+        kept = _with_instances(dicts)
         if len(kept) < len(dicts):
             logger.info("Removed %d training images without instances", len(dicts) - len(kept))
         dicts = kept
@@ -116,7 +131,7 @@ def build_train_loader(
         mask_on=cfg.MODEL.MASK_ON,
     )
     sampler = TrainingBatchSampler(
-        [d["width"] >= d["height"] for d in dicts],
+        _aspect_flags(dicts),
         batch,
         seed=seed,
         rank=rank,
@@ -132,6 +147,20 @@ def build_train_loader(
         generator=_own_generator(seed),
         pin_memory=_pin(cfg),
     )
+
+
+def _with_instances(dicts):
+    """The images with a non-crowd annotation, in order (vectorised on an index)."""
+    if isinstance(dicts, list):
+        return [d for d in dicts if any(not a.get("iscrowd", 0) for a in d["annotations"])]
+    return IndexSubset(dicts, np.flatnonzero(dicts.has_instances()))
+
+
+def _aspect_flags(dicts) -> list[bool]:
+    """Per image, width >= height (its aspect group)."""
+    if isinstance(dicts, list):
+        return [d["width"] >= d["height"] for d in dicts]
+    return dicts.aspect_flags().tolist()
 
 
 def _own_generator(seed: int) -> torch.Generator:

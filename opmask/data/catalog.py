@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 
 from .coco import DatasetError, DatasetInfo, load_coco_json
+from .index import open_index
 
 BUILTIN = {
     "coco_2017_train": ("coco/annotations/instances_train2017.json", "coco/train2017"),
@@ -47,9 +48,15 @@ def short_name(name: str) -> str:
     return resolve(name)[2]
 
 
-def load_dataset(name: str) -> tuple[list[dict], DatasetInfo]:
+def load_dataset(
+    name: str, *, index: bool = False, cache_dir: str = ""
+) -> tuple[list, DatasetInfo]:
+    """The dataset's dicts and info. ``index``: a memory-mapped ``DatasetIndex`` (list-like,
+    cached under ``cache_dir``; see ``opmask.data.index``) instead of a list of dicts."""
     json_file, image_root, short = resolve(name)
     if not os.path.isfile(json_file):
         hint = " (run `opmask-data shapes` to generate it)" if name.startswith("shapes_") else ""
         raise DatasetError(f"dataset {name!r}: annotation file not found: {json_file}{hint}")
+    if index:
+        return open_index(json_file, image_root, short, cache_dir)
     return load_coco_json(json_file, image_root, short)

@@ -237,8 +237,11 @@ def _strong_ids(json_file: str, data: dict, category_ids: list[int]) -> list[int
     return ids
 
 
-def load_coco_json(json_file: str, image_root: str, name: str) -> tuple[list[dict], DatasetInfo]:
-    """Load and validate a COCO-format dataset.
+def load_coco_json(
+    json_file: str, image_root: str, name: str, *, check_files: bool = True
+) -> tuple[list[dict], DatasetInfo]:
+    """Load and validate a COCO-format dataset (``check_files``: also stat every image file;
+    the dataset index skips it: images are checked when read, and by ``opmask-data check``).
 
     Raises:
         DatasetError: malformed JSON; a field of wrong type or value (ids, file names, sizes,
@@ -263,7 +266,7 @@ def load_coco_json(json_file: str, image_root: str, name: str) -> tuple[list[dic
     dicts = []
     for img in data["images"]:
         file_name = os.path.join(image_root, img["file_name"])
-        if not os.path.isfile(file_name):
+        if check_files and not os.path.isfile(file_name):
             raise DatasetError(f"{json_file}: image id {img['id']}: file not found: {file_name}")
         annos = []
         for ann in anns_by_image.get(img["id"], []):
