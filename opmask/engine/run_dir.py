@@ -191,13 +191,6 @@ def claim(
     return cfg, lock
 
 
-def prepare(cfg: CfgNode, run_dir: str, *, resume: bool, eval_only: bool) -> CfgNode:
-    """:func:`claim`, then release the lock at once (the folder stays claimed by config.yaml)."""
-    cfg, lock = claim(cfg, run_dir, resume=resume, eval_only=eval_only)
-    lock.release()
-    return cfg
-
-
 def _first_missing(path: str) -> str | None:
     """The outermost folder of ``path`` that does not exist yet (what creating it would add)."""
     path, top = os.path.abspath(path), None
@@ -227,6 +220,26 @@ def describe_holder(text: str) -> str:
         return f"host {h['host']}, PID {h['pid']}{job}, since {h['since']}"
     except (ValueError, KeyError, TypeError):
         return "an unknown process"
+
+
+def _holder_alive(text: str) -> bool:
+    """Whether a lock file's holder may still run: on this host, its PID exists; elsewhere we
+    cannot tell, so yes. Used only where the file system refuses locks."""
+    try:
+        h = json.loads(text)
+    except ValueError:
+        return False
+    if not isinstance(h, dict):
+        return False
+    if h.get("host") != socket.gethostname():
+        return True
+    try:
+        os.kill(int(h["pid"]), 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, KeyError, TypeError, ValueError):
+        return True
+    return True
 
 
 class RunLock:
@@ -272,10 +285,12 @@ class RunLock:
         try:
             fcntl.lockf(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError as e:
-            os.close(fd)
             if e.errno in (errno.EACCES, errno.EAGAIN):
+                os.close(fd)
                 return False
-            raise
+            if _holder_alive(os.pread(fd, 4096, 0).decode(errors="replace")):
+                os.close(fd)  # a file system without locks: trust the holder's record
+                return False
         try:
             same = os.fstat(fd).st_ino == os.stat(self.path).st_ino
         except FileNotFoundError:

@@ -17,7 +17,7 @@ import pytest
 
 from opmask.config import load_config
 from opmask.engine.checkpoint import Checkpointer, load_verified
-from opmask.engine.run_dir import LOCK_NAME, claim
+from opmask.engine.run_dir import LOCK_NAME, _holder_alive, claim, describe_holder
 from tests.conftest import SHAPES_OPMASK, TINY
 from tests.engine.test_distributed import NO_EVAL
 
@@ -210,3 +210,17 @@ def test_files_follow_the_umask(shapes_env, tmp_path, umask, mode):
     for name in ("config.yaml", "models/model_0000000.pth", "models/model_0000000.pth.sha256"):
         assert (run / name).stat().st_mode & 0o777 == mode, name
     assert (run / "models" / "last_checkpoint").stat().st_mode & 0o777 == mode
+
+
+def test_holder_record_where_the_file_system_has_no_locks():
+    """Without working locks the record decides: a live PID on this host, or another host,
+    holds the folder; a PID gone on this host, or garbage, does not."""
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    here = socket.gethostname()
+    rec = lambda host, pid: json.dumps({"host": host, "pid": pid, "since": "t"})  # noqa: E731
+    assert _holder_alive(rec(here, os.getpid()))
+    assert not _holder_alive(rec(here, dead.pid))
+    assert _holder_alive(rec("other-node", dead.pid))
+    assert not _holder_alive("") and not _holder_alive("[1]")
+    assert describe_holder(rec("n1", 7)) == "host n1, PID 7, since t"
