@@ -6,7 +6,10 @@ import argparse
 import sys
 import time
 
-from ..data.catalog import datasets_root
+from ..data import cocolike
+from ..data.catalog import datasets_root, resolve
+from ..data.check import check_dataset, record_check
+from ..data.coco import DatasetError
 from ..data.shapes import FAMILIES, generate
 
 
@@ -45,7 +48,10 @@ def main(argv: list[str] | None = None) -> int:
         help="what besides the outline tells the classes apart (default hue)",
     )
     s.add_argument("--overwrite", action="store_true", help="replace an existing dataset")
+    _add_check_and_coco_like(sub)
     args = p.parse_args(argv)
+    if args.command in COMMANDS:
+        return COMMANDS[args.command](args)
 
     out = args.out or f"{datasets_root()}/shapes"
     start = time.perf_counter()
@@ -68,6 +74,53 @@ def main(argv: list[str] | None = None) -> int:
         f"in {time.perf_counter() - start:.1f} s"
     )
     return 0
+
+
+def _add_check_and_coco_like(sub) -> None:
+    c = sub.add_parser(
+        "check",
+        help="validate a dataset: JSON schema, categories, boxes, polygons, image files and sizes",
+        description="Checks every record and every image file (in parallel) and prints counts, "
+        "each kind of problem with its first image ids, and OK or FAILED (exit 1).",
+    )
+    c.add_argument("dataset", help="a builtin name or ANNOTATIONS.json:IMAGE_DIR")
+    c.add_argument("--workers", type=int, default=0, help="processes (default: all CPUs)")
+    c.add_argument("--decode", action="store_true", help="decode every image, not only headers")
+    c.add_argument("--cache-dir", default="", help="where the result is recorded (see index)")
+    f = sub.add_parser(
+        "coco-like",
+        help="write a COCO-shaped fixture of N images (benchmarks, tests)",
+        description=cocolike.__doc__,
+    )
+    f.add_argument("--images", type=int, required=True, help="number of images")
+    f.add_argument("--out", required=True, help="output folder (new or empty)")
+    f.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+
+
+def _check(args) -> int:
+    try:
+        json_file, image_root, _ = resolve(args.dataset)
+        report = check_dataset(json_file, image_root, workers=args.workers, decode=args.decode)
+    except DatasetError as e:
+        print(f"opmask-data: error: {e}", file=sys.stderr)
+        return 1
+    print("\n".join(report.lines()))
+    record_check(json_file, report, args.cache_dir)
+    return 0 if report.ok else 1
+
+
+def _coco_like(args) -> int:
+    start = time.perf_counter()
+    try:
+        path = cocolike.write_coco_like(args.out, args.images, args.seed)
+    except (FileExistsError, OSError) as e:
+        print(f"opmask-data: error: {e}", file=sys.stderr)
+        return 1
+    print(f"wrote {path} ({args.images} images) in {time.perf_counter() - start:.1f} s")
+    return 0
+
+
+COMMANDS = {"check": _check, "coco-like": _coco_like}
 
 
 if __name__ == "__main__":
