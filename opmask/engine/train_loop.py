@@ -123,7 +123,7 @@ def train(cfg, run_dir: str, *, resume: bool, after_step: Callable | None = None
                 t_data,
                 console=(it + 1) % cfg.EXP.PRINT_PERIOD == 0 or it == start_iter,
             )
-            for tag, img in roi_triptychs(extras, cfg.EXP.VIS_ROIS) if vis else []:
+            for tag, img in _roi_images(cfg, extras, batch, info) if vis else []:
                 events.log_image(tag, img, it)
             if stop:
                 path = _save(ckpt, f"model_{it:07d}.pth", state(it))
@@ -198,6 +198,12 @@ class Evaluator:
 def _labels(category_ids: list[int], info: DatasetInfo) -> list[int]:
     """Dataset category ids -> model labels (1..K)."""
     return [info.category_ids.index(c) + 1 for c in category_ids]
+
+
+def _roi_images(cfg, extras: dict, batch: list[dict], info: DatasetInfo) -> list:
+    images = [x["image"] for x in batch]
+    bgr = cfg.INPUT.FORMAT == "BGR"
+    return roi_triptychs(extras, cfg.EXP.VIS_ROIS, images, info.thing_classes, bgr)
 
 
 def _seed_everything(seed: int) -> None:

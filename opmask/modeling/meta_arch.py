@@ -113,6 +113,8 @@ class OPMask(nn.Module):
             "gt": gt,
             "labels": labels[fg],
             "supervised": supervised,
+            "strong": self.strong[labels[fg]],  # (F,) class has mask labels
+            "samples": [(s.boxes, s.labels) for s in samples],  # per image (R_i, 4), (R_i,)
         }
         return losses, extras
 

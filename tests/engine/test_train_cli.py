@@ -83,10 +83,10 @@ def test_tensorboard_reader_sees_scalars_and_omp_images(tiny_run):
     } <= scalars
     assert [e.step for e in acc.Scalars("total_loss")] == list(range(6))
     images = acc.Tags()["images"]
-    assert "omp_mask_gt/roi0" in images
-    shots = acc.Images("omp_mask_gt/roi0")
+    assert "image_omp_mask_gt/roi0" in images
+    shots = acc.Images("image_omp_mask_gt/roi0")
     assert [s.step for s in shots] == [0, 2, 4]  # VIS_PERIOD 2
-    assert shots[0].width == 3 * shots[0].height  # OMP | mask | GT side by side
+    assert shots[0].width == 4 * (shots[0].height - 14)  # caption over crop | OMP | mask | GT
 
 
 def _free_port():
