@@ -189,6 +189,7 @@ class Evaluator:
                 category_ids=info.category_ids,
                 strong_ids=strong,
                 out_dir=folder if comm.is_main_process() else None,
+                evaluator=self.cfg.TEST.EVALUATOR,
             )
             out.update(res if len(self.sets) == 1 else {f"{name}/{k}": v for k, v in res.items()})
         return out

@@ -82,3 +82,37 @@ def test_per_class_ap_matches_precision_mean(datasets_root, seed):
     vals = [v for v in res["per_class"]["segm"].values() if not np.isnan(v)]
     # COCO's overall AP is the mean of per-class APs over classes present in GT
     assert abs(np.mean(vals) - res["segm"]["AP"]) < 1e-6
+
+
+def _all_numbers(res: dict) -> dict:
+    out = {f"{t}/{k}": v for t, m in res.items() if t != "per_class" for k, v in m.items()}
+    out.update({f"{t}/{c}": v for t, m in res["per_class"].items() for c, v in m.items()})
+    return out
+
+
+@pytest.mark.parametrize("gt", ["shapes", "cocolike"])
+def test_faster_coco_eval_gives_pycocotools_numbers(datasets_root, tmp_path, gt):
+    """TEST.EVALUATOR faster_coco_eval: every task's six numbers and every per-class AP equal
+    pycocotools' to 1e-4 (percent), on the shapes set and on a COCO-like set with crowd
+    regions, RLE ground truth, images without annotations and COCO's sparse category ids."""
+    from opmask.data.cocolike import write_coco_like
+
+    if gt == "shapes":
+        gt_json, strong = f"{datasets_root}/shapes/val/annotations.json", [1, 2]
+    else:
+        gt_json, strong = write_coco_like(str(tmp_path / "ds"), 40, seed=2), [1, 2, 3, 4, 5]
+    for seed in (0, 1):
+        preds = _noisy_predictions(gt_json, seed)
+        ref = _all_numbers(evaluate_results(gt_json, preds, strong))
+        fast = _all_numbers(evaluate_results(gt_json, preds, strong, "faster_coco_eval"))
+        assert fast.keys() == ref.keys() and len(ref) > 30
+        np.testing.assert_allclose(
+            [fast[k] for k in ref], list(ref.values()), atol=1e-4, rtol=0, equal_nan=True
+        )
+    empty = evaluate_results(gt_json, [], strong, "faster_coco_eval")
+    assert empty["bbox"]["AP"] == 0.0
+
+
+def test_unknown_evaluator_is_refused(datasets_root):
+    with pytest.raises(ValueError, match="TEST.EVALUATOR must be one of"):
+        evaluate_results(f"{datasets_root}/shapes/val/annotations.json", [], [1], "detectron")
