@@ -44,6 +44,7 @@ from .executor import (
 from .job import TrainJob, read_attempts
 from .submit import check_world
 from .sweep_file import exp_id, expand_points, read_sweep_file
+from .sweep_report import comparison_png, loss_curve, varied_keys, watch
 
 MANIFEST = "sweep.json"
 ACTIVE = {
@@ -152,9 +153,9 @@ def cmd_submit(args) -> int:
 
 def _validated_points(spec: dict, out: str, res: Resources) -> list[dict]:
     """Every point's config loaded and checked, its run folder free; nothing written."""
-    points = []
+    points, hparams = [], ["EXP.HPARAMS", repr(tuple(varied_keys(spec)))]
     for i, overrides in enumerate(expand_points(spec)):
-        cfg = load_config(spec["config"], _opts(overrides))
+        cfg = load_config(spec["config"], _opts(overrides) + hparams)  # HParams: varied keys
         check_world(cfg, res)
         name = exp_id(overrides)
         run_dir = os.path.join(out, "runs", name)
@@ -283,7 +284,18 @@ def table(rows: list[dict]) -> str:
 
 
 def cmd_status(args) -> int:
-    print(table(status_rows(load_manifest(args.folder))))
+    manifest = load_manifest(args.folder)
+    if args.watch is None:
+        print(table(status_rows(manifest)))
+        return 0
+
+    def frame() -> tuple[str, bool]:
+        rows = status_rows(manifest)
+        stamp = datetime.datetime.now().strftime("%H:%M:%S")
+        head = f"{manifest['name']}  {stamp}  (every {args.watch:g} s; Ctrl-C to stop)"
+        return head + "\n" + table(rows), all(r["state"] not in ACTIVE for r in rows)
+
+    watch(frame, args.watch)
     return 0
 
 
@@ -317,8 +329,9 @@ def cmd_cancel(args) -> int:
     manifest = load_manifest(args.folder)
     chosen = [p for p in manifest["points"] if args.point is None or p["index"] in args.point]
     ids = [_last_job(p) for p in chosen if _last_job(p)]
-    subprocess.run(["scancel", *ids], check=False)
-    print(f"cancelled {len(ids)} point(s): {', '.join(ids)}")
+    if ids:  # points sbatch never accepted have nothing to cancel
+        subprocess.run(["scancel", *ids], check=False)
+    print(f"cancelled {len(ids)} point(s): {', '.join(ids) or '-'}")
     return 0
 
 
@@ -344,8 +357,24 @@ def cmd_collect(args) -> int:
     md = ["| " + " | ".join(keys) + " |", "|" + "---|" * len(keys)]
     md += ["| " + " | ".join(str(r.get(k, "")) for k in keys) + " |" for r in rows]
     atomic_write_bytes(os.path.join(args.folder, "results.md"), ("\n".join(md) + "\n").encode())
+    png = _comparison(manifest, rows)
+    atomic_write_bytes(os.path.join(args.folder, "results.png"), png)
     print("\n".join(md))
     return 0
+
+
+def _comparison(manifest: dict, rows: list[dict]) -> bytes:
+    """results.png: each point's weak-class mask AP and loss curve."""
+    return comparison_png(
+        [
+            {
+                "label": f"{p['index']}: {p['exp_id']}",
+                "weak_ap": None if r["segm_weak_AP"] == "-" else float(r["segm_weak_AP"]),
+                "curve": loss_curve(p["run_dir"]),
+            }
+            for p, r in zip(manifest["points"], rows)
+        ]
+    )
 
 
 def _final_results(run_dir: str) -> dict:
@@ -374,10 +403,19 @@ def parser() -> argparse.ArgumentParser:
         ("status", "a table per point: state, progress, loss, ETA, AP, requeues"),
         ("resume", "resubmit only unfinished or failed points"),
         ("cancel", "scancel the sweep's jobs (or --point I ...)"),
-        ("collect", "write results.csv and results.md of final metrics"),
+        ("collect", "write results.csv, results.md and results.png of final metrics"),
     ):
         c = sub.add_parser(name, help=help_)
         c.add_argument("folder", help="the sweep folder (holding sweep.json)")
+        if name == "status":
+            c.add_argument(
+                "--watch",
+                type=float,
+                nargs="?",
+                const=10.0,
+                metavar="SECONDS",
+                help="redraw in place every SECONDS (default 10) until no point is active",
+            )
         if name == "cancel":
             c.add_argument("--point", type=int, nargs="+", help="only these point indices")
         if name == "resume":
