@@ -19,6 +19,7 @@ import argparse
 import os
 import platform
 import sys
+import time
 
 import torch
 
@@ -101,6 +102,41 @@ def flops(args, device: torch.device) -> None:
         print(name + ": " + ", ".join(f"{k} {v / 1e9:.2f}" for k, v in macs.items()))
 
 
+def _data_arguments(p) -> None:
+    g = p.add_argument_group("--data")
+    g.add_argument("--dataset", default="", help="ANNOTATIONS.json:IMAGE_DIR or a builtin name")
+    g.add_argument("--images", type=int, default=2000, help="coco-like fixture size (no --dataset)")
+    g.add_argument("--workers", type=int, default=2, help="loader workers")
+    g.add_argument("--data-batches", type=int, default=500, help="K: batches read (2 images each)")
+
+
+def data_table(args) -> int:
+    """Index build time, then each path in a fresh process: time to the first batch (warm index
+    cache), dataset memory, main and worker RSS/PSS at batch 1 and K (engine/databench.py)."""
+    import tempfile
+
+    from ..data.cocolike import write_coco_like
+    from ..engine import databench
+
+    with tempfile.TemporaryDirectory(prefix="opmask-bench-") as tmp:
+        spec = args.dataset
+        if not spec:
+            start = time.perf_counter()
+            json_file = write_coco_like(os.path.join(tmp, "ds"), args.images)
+            spec = f"{json_file}:{tmp}/ds/images"
+            mb = os.path.getsize(json_file) / 2**20
+            took = time.perf_counter() - start
+            print(f"coco-like fixture: {args.images} images, {mb:.0f} MB JSON ({took:.0f} s)")
+        rows = databench.compare(spec, args.workers, args.data_batches, os.path.join(tmp, "cache"))
+    print(_machine(torch.device("cpu")))
+    print(
+        f"dataset {args.dataset or 'coco-like'}; {args.workers} workers, batches of 2 images at "
+        "320 px; each path in a fresh process; MB = 2**20 bytes"
+    )
+    print("\n".join(databench.format_rows(rows)))
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(
         prog="opmask-bench",
@@ -111,6 +147,10 @@ def main(argv: list[str] | None = None) -> int:
     mode = p.add_mutually_exclusive_group()
     mode.add_argument("--matrix", action="store_true", help="precision x memory-format table")
     mode.add_argument("--flops", action="store_true", help="forward MACs per stage (fvcore)")
+    mode.add_argument(
+        "--data", action="store_true", help="dataset index vs JSON dicts: time and memory"
+    )
+    _data_arguments(p)
     p.add_argument("--size", type=int, default=320, help="default table: square image side")
     p.add_argument("--height", type=int, default=800, help="--matrix/--flops: image height")
     p.add_argument("--width", type=int, default=1333, help="--matrix/--flops: image width")
@@ -125,6 +165,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--mask-rois", type=int, default=128, help="--flops: mask-head RoIs per image")
     p.add_argument("--eval-images", type=int, default=50, help="default table: (c) and (d)")
     args = p.parse_args(argv)
+    if args.data:
+        return data_table(args)
     bad = set(args.precisions.split(",")) - set(speed.DTYPES)
     if bad:
         p.error(f"--precisions: unknown {sorted(bad)}; choose from {sorted(speed.DTYPES)}")

@@ -165,3 +165,30 @@ def test_training_read_names_image_id_and_path(cocolike, tmp_path):
         ds[(3, 0)]
     img = idx.a["image_id"]
     assert isinstance(img, np.ndarray)
+
+
+def _batches(dicts, rank: int, n: int = 4) -> list:
+    from opmask.config import get_cfg
+    from opmask.data.build import build_train_loader
+
+    cfg = get_cfg()
+    cfg.merge_from_list(["SOLVER.IMS_PER_BATCH", 4, "DATALOADER.NUM_WORKERS", 0])
+    cfg.merge_from_list(["INPUT.MIN_SIZE_TRAIN", (64, 80), "INPUT.MAX_SIZE_TRAIN", 120])
+    it = iter(build_train_loader(cfg, dicts, seed=5, rank=rank, world_size=2, start_iter=1))
+    return [next(it) for _ in range(n)]
+
+
+def test_same_batches_on_two_ranks_as_json_path(cocolike, tmp_path):
+    """Filtering (images without instances, crowd-only), aspect grouping, order, augmentation:
+    the index path's batches equal the JSON path's, bit for bit, on both ranks."""
+    json_file, image_root = cocolike
+    ref, _ = load_coco_json(json_file, image_root, "x")
+    idx, _ = open_index(json_file, image_root, "x", str(tmp_path))
+    for rank in (0, 1):
+        for a, b in zip(_batches(ref, rank), _batches(idx, rank)):
+            assert [x["image_id"] for x in a] == [x["image_id"] for x in b]
+            for x, y in zip(a, b):
+                assert x["image"].equal(y["image"])
+                assert x["instances"]["boxes"].equal(y["instances"]["boxes"])
+                assert x["instances"]["labels"].equal(y["instances"]["labels"])
+                assert x["instances"]["has_mask"].equal(y["instances"]["has_mask"])

@@ -1,0 +1,143 @@
+"""Data-path benchmark: the memory-mapped index against the JSON-dict path, side by side.
+
+Each measurement runs in a fresh Python process (``python -m opmask.engine.databench PATH ...``)
+so nothing is shared or warm but the page cache: for each path, time to the first batch, the
+main process's RSS growth from loading the dataset, and the RSS/PSS of the main process and of
+each loader worker (forked, as on Linux by default) at the first batch and after K batches.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+
+
+def memory_kb(pid: int) -> dict[str, int]:
+    """``{"rss": kB, "pss": kB}`` of a process (``/proc/PID/smaps_rollup``)."""
+    out = {}
+    with open(f"/proc/{pid}/smaps_rollup") as f:
+        for line in f:
+            key = line.split(":")[0]
+            if key in ("Rss", "Pss"):
+                out[key.lower()] = int(line.split()[1])
+    return out
+
+
+def children(pid: int) -> list[int]:
+    """Child process ids of ``pid`` (the loader workers)."""
+    kids = []
+    for tid in os.listdir(f"/proc/{pid}/task"):
+        with open(f"/proc/{pid}/task/{tid}/children") as f:
+            kids += [int(x) for x in f.read().split()]
+    return sorted(kids)
+
+
+def _snapshot() -> dict:
+    me = os.getpid()
+    return {"main": memory_kb(me), "workers": [memory_kb(k) for k in children(me)]}
+
+
+def run_path(path: str, spec: str, workers: int, batches: int, cache_dir: str) -> dict:
+    """One path (``index`` or ``json``) in this process: load, build the loader, read batches."""
+    import torch
+
+    from ..config import get_cfg
+    from ..data.build import build_train_loader, load_datasets
+
+    torch.set_num_threads(1)
+    cfg = get_cfg()
+    cfg.merge_from_list(
+        ["SOLVER.IMS_PER_BATCH", 2, "DATALOADER.NUM_WORKERS", workers, "MODEL.DEVICE", "cpu"]
+    )
+    cfg.merge_from_list(["INPUT.MIN_SIZE_TRAIN", (320,), "INPUT.MAX_SIZE_TRAIN", 533])
+    rss0 = memory_kb(os.getpid())["rss"]
+    start = time.perf_counter()
+    dicts, _ = load_datasets([spec], index=path == "index", cache_dir=cache_dir)
+    loaded = time.perf_counter() - start
+    rss_data = memory_kb(os.getpid())["rss"] - rss0
+    it = iter(build_train_loader(cfg, dicts, seed=0, rank=0, world_size=1, start_iter=0))
+    next(it)
+    first = time.perf_counter() - start
+    at_first = _snapshot()
+    for _ in range(batches - 1):
+        next(it)
+    return {
+        "path": path,
+        "load_s": loaded,
+        "first_batch_s": first,
+        "dataset_rss_kb": rss_data,
+        "first": at_first,
+        "after": _snapshot(),
+        "batches": batches,
+    }
+
+
+def _child(args: list[str]) -> dict:
+    cmd = [sys.executable, "-m", "opmask.engine.databench", *args]
+    out = subprocess.run(cmd, capture_output=True, text=True, check=False)
+    if out.returncode:
+        raise RuntimeError(f"{' '.join(cmd)} failed:\n{out.stderr[-2000:]}")
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def build_time(spec: str, cache_dir: str) -> float:
+    """Seconds to build the index from the JSON (cold: the cache file is removed first)."""
+    from ..data.catalog import resolve
+    from ..data.index import cache_path
+
+    json_file = resolve(spec)[0]
+    path = cache_path(json_file, cache_dir)
+    if os.path.exists(path):
+        os.remove(path)
+    return _child(["build", spec, "0", "0", cache_dir])["build_s"]
+
+
+def compare(spec: str, workers: int, batches: int, cache_dir: str) -> list[dict]:
+    """Index build time, then the index path (warm cache) and the JSON path, each fresh."""
+    built = build_time(spec, cache_dir)
+    rows = [_child([p, spec, str(workers), str(batches), cache_dir]) for p in ("index", "json")]
+    rows[0]["build_s"] = built
+    return rows
+
+
+def _mb(kb: float) -> str:
+    return f"{kb / 1024:.0f}"
+
+
+def format_rows(rows: list[dict]) -> list[str]:
+    """One line per path and memory snapshot (MB)."""
+    lines = [
+        f"{'path':<6}{'build s':>9}{'first batch s':>15}{'dataset MB':>12}  "
+        "at batch: main RSS/PSS MB; worker PSS MB each"
+    ]
+    for r in rows:
+        for tag, snap in (("1", r["first"]), (str(r["batches"]), r["after"])):
+            m = snap["main"]
+            w = " ".join(_mb(x["pss"]) for x in snap["workers"]) or "-"
+            build = f"{r['build_s']:.1f}" if "build_s" in r and tag == "1" else ""
+            head = f"{r['first_batch_s']:.2f}" if tag == "1" else ""
+            data = _mb(r["dataset_rss_kb"]) if tag == "1" else ""
+            lines.append(
+                f"{r['path']:<6}{build:>9}{head:>15}{data:>12}  "
+                f"{tag:>4}: {_mb(m['rss'])}/{_mb(m['pss'])}; {w}"
+            )
+    return lines
+
+
+def _main(argv: list[str]) -> None:
+    path, spec, workers, batches, cache_dir = argv
+    if path == "build":
+        from ..data.catalog import load_dataset
+
+        start = time.perf_counter()
+        load_dataset(spec, index=True, cache_dir=cache_dir)
+        print(json.dumps({"build_s": time.perf_counter() - start}))
+        return
+    print(json.dumps(run_path(path, spec, int(workers), int(batches), cache_dir)))
+
+
+if __name__ == "__main__":
+    _main(sys.argv[1:])

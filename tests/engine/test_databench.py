@@ -1,0 +1,22 @@
+"""The data benchmark's measurements: real /proc numbers of the main process and its workers."""
+
+from __future__ import annotations
+
+import os
+
+from opmask.data.cocolike import write_coco_like
+from opmask.engine import databench
+
+
+def test_run_path_measures_main_and_each_worker(tmp_path):
+    json_file = write_coco_like(str(tmp_path / "ds"), 12)
+    spec = f"{json_file}:{tmp_path}/ds/images"
+    row = databench.run_path("index", spec, 2, 3, str(tmp_path / "c"))
+    assert row["first_batch_s"] > 0 and row["batches"] == 3
+    for snap in (row["first"], row["after"]):
+        assert snap["main"]["rss"] >= snap["main"]["pss"] > 0
+        assert len(snap["workers"]) == 2 and all(w["pss"] > 0 for w in snap["workers"])
+    assert os.listdir(tmp_path / "c")  # the index was built there
+    row["build_s"] = 0.5
+    lines = databench.format_rows([row])
+    assert lines[1].startswith("index") and "0.5" in lines[1] and " 3: " in lines[2]
