@@ -108,6 +108,23 @@ def _data_arguments(p) -> None:
     g.add_argument("--images", type=int, default=2000, help="coco-like fixture size (no --dataset)")
     g.add_argument("--workers", type=int, default=2, help="loader workers")
     g.add_argument("--data-batches", type=int, default=500, help="K: batches read (2 images each)")
+    g.add_argument("--dets", type=int, default=100, help="--eval-backends: detections per image")
+
+
+def eval_backends(args) -> int:
+    """evaluate_results (bbox, segm, segm strong/weak) per TEST.EVALUATOR backend on a coco-like
+    set of --images images with --dets synthetic detections (masks as RLE) each."""
+    import tempfile
+
+    from ..engine import databench
+
+    with tempfile.TemporaryDirectory(prefix="opmask-bench-") as tmp:
+        rows = databench.eval_times(os.path.join(tmp, "ds"), args.images, args.dets)
+    print(_machine(torch.device("cpu")))
+    print(f"{args.images} coco-like images x {args.dets} detections; bbox+segm+strong+weak")
+    for backend, secs, ap in rows:
+        print(f"{backend:<18}{secs:>9.1f} s   segm AP {ap:.4f}")
+    return 0
 
 
 def data_table(args) -> int:
@@ -150,6 +167,9 @@ def main(argv: list[str] | None = None) -> int:
     mode.add_argument(
         "--data", action="store_true", help="dataset index vs JSON dicts: time and memory"
     )
+    mode.add_argument(
+        "--eval-backends", action="store_true", help="COCOeval time: pycocotools vs faster"
+    )
     _data_arguments(p)
     p.add_argument("--size", type=int, default=320, help="default table: square image side")
     p.add_argument("--height", type=int, default=800, help="--matrix/--flops: image height")
@@ -165,8 +185,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--mask-rois", type=int, default=128, help="--flops: mask-head RoIs per image")
     p.add_argument("--eval-images", type=int, default=50, help="default table: (c) and (d)")
     args = p.parse_args(argv)
-    if args.data:
-        return data_table(args)
+    if args.data or args.eval_backends:
+        return (data_table if args.data else eval_backends)(args)
     bad = set(args.precisions.split(",")) - set(speed.DTYPES)
     if bad:
         p.error(f"--precisions: unknown {sorted(bad)}; choose from {sorted(speed.DTYPES)}")
