@@ -18,9 +18,7 @@ Each point's exp-id is derived from its overrides (stable), its run folder is
 from __future__ import annotations
 
 import argparse
-import csv
 import datetime
-import io
 import json
 import os
 import subprocess
@@ -44,7 +42,7 @@ from .executor import (
 from .job import TrainJob, read_attempts
 from .submit import check_world
 from .sweep_file import exp_id, expand_points, read_sweep_file
-from .sweep_report import comparison_png, loss_curve, varied_keys, watch
+from .sweep_report import collect, varied_keys, watch
 
 MANIFEST = "sweep.json"
 ACTIVE = {
@@ -336,55 +334,8 @@ def cmd_cancel(args) -> int:
 
 
 def cmd_collect(args) -> int:
-    manifest = load_manifest(args.folder)
-    rows = []
-    for p in manifest["points"]:
-        row = {
-            "point": p["index"],
-            "exp_id": p["exp_id"],
-            **{k: str(v) for k, v in p["overrides"].items()},
-        }
-        results = _final_results(p["run_dir"])
-        for task in ("bbox", "segm", "segm_strong", "segm_weak"):
-            row[f"{task}_AP"] = _fmt(results.get(task, {}).get("AP"), ".2f")
-        rows.append(row)
-    keys = list(dict.fromkeys(k for r in rows for k in r))
-    buf = io.StringIO()
-    writer = csv.DictWriter(buf, fieldnames=keys, restval="")
-    writer.writeheader()
-    writer.writerows(rows)
-    atomic_write_bytes(os.path.join(args.folder, "results.csv"), buf.getvalue().encode())
-    md = ["| " + " | ".join(keys) + " |", "|" + "---|" * len(keys)]
-    md += ["| " + " | ".join(str(r.get(k, "")) for k in keys) + " |" for r in rows]
-    atomic_write_bytes(os.path.join(args.folder, "results.md"), ("\n".join(md) + "\n").encode())
-    png = _comparison(manifest, rows)
-    atomic_write_bytes(os.path.join(args.folder, "results.png"), png)
-    print("\n".join(md))
+    print(collect(load_manifest(args.folder), args.folder))
     return 0
-
-
-def _comparison(manifest: dict, rows: list[dict]) -> bytes:
-    """results.png: each point's weak-class mask AP and loss curve."""
-    return comparison_png(
-        [
-            {
-                "label": f"{p['index']}: {p['exp_id']}",
-                "weak_ap": None if r["segm_weak_AP"] == "-" else float(r["segm_weak_AP"]),
-                "curve": loss_curve(p["run_dir"]),
-            }
-            for p, r in zip(manifest["points"], rows)
-        ]
-    )
-
-
-def _final_results(run_dir: str) -> dict:
-    folder = os.path.join(run_dir, "inference")
-    for name in sorted(os.listdir(folder)) if os.path.isdir(folder) else []:
-        path = os.path.join(folder, name, "results.json")
-        if os.path.isfile(path):
-            with open(path, encoding="utf-8") as f:
-                return json.load(f)
-    return {}
 
 
 def parser() -> argparse.ArgumentParser:

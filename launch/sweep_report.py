@@ -1,5 +1,6 @@
-"""What ``opmask-sweep`` shows besides tables: the PNG comparing a sweep's points (weak-class
-mask AP and training-loss curves) and the in-place refresh of ``status --watch``.
+"""What ``opmask-sweep`` shows besides the status table: ``collect``'s results (results.csv,
+results.md, and results.png comparing the points: weak-class mask AP and training-loss curves) and
+the in-place refresh of ``status --watch``.
 
 The PNG is drawn with Pillow (matplotlib is not a dependency): left, one bar per point of its
 final ``segm_weak`` AP; right, each point's ``total_loss`` against the iteration; the legend
@@ -8,6 +9,7 @@ names each point's index and exp-id in its colour.
 
 from __future__ import annotations
 
+import csv
 import io
 import json
 import os
@@ -16,6 +18,8 @@ import time
 from typing import Callable
 
 from PIL import Image, ImageDraw
+
+from opmask.engine.checkpoint import atomic_write_bytes
 
 COLORS = [
     (31, 119, 180),
@@ -31,6 +35,54 @@ COLORS = [
 ]
 PANEL_W, PANEL_H, MARGIN = 460, 300, 50
 CLEAR = "\x1b[H\x1b[2J"  # cursor home, clear screen: the next frame overwrites this one
+
+
+def collect(manifest: dict, folder: str) -> str:
+    """Write results.csv, results.md and results.png of the points' final metrics into
+    ``folder``; returns the markdown table."""
+    rows = []
+    for p in manifest["points"]:
+        row = {
+            "point": p["index"],
+            "exp_id": p["exp_id"],
+            **{k: str(v) for k, v in p["overrides"].items()},
+        }
+        results = _final_results(p["run_dir"])
+        for task in ("bbox", "segm", "segm_strong", "segm_weak"):
+            ap = results.get(task, {}).get("AP")
+            row[f"{task}_AP"] = "-" if ap is None else f"{ap:.2f}"
+        rows.append(row)
+    keys = list(dict.fromkeys(k for r in rows for k in r))
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=keys, restval="")
+    writer.writeheader()
+    writer.writerows(rows)
+    atomic_write_bytes(os.path.join(folder, "results.csv"), buf.getvalue().encode())
+    md = ["| " + " | ".join(keys) + " |", "|" + "---|" * len(keys)]
+    md += ["| " + " | ".join(str(r.get(k, "")) for k in keys) + " |" for r in rows]
+    atomic_write_bytes(os.path.join(folder, "results.md"), ("\n".join(md) + "\n").encode())
+    png = comparison_png(
+        [
+            {
+                "label": f"{p['index']}: {p['exp_id']}",
+                "weak_ap": None if r["segm_weak_AP"] == "-" else float(r["segm_weak_AP"]),
+                "curve": loss_curve(p["run_dir"]),
+            }
+            for p, r in zip(manifest["points"], rows)
+        ]
+    )
+    atomic_write_bytes(os.path.join(folder, "results.png"), png)
+    return "\n".join(md)
+
+
+def _final_results(run_dir: str) -> dict:
+    folder = os.path.join(run_dir, "inference")
+    for name in sorted(os.listdir(folder)) if os.path.isdir(folder) else []:
+        path = os.path.join(folder, name, "results.json")
+        if os.path.isfile(path):
+            with open(path, encoding="utf-8") as f:
+                return json.load(f)
+    return {}
 
 
 def varied_keys(spec: dict) -> list[str]:

@@ -58,6 +58,9 @@ def test_collect_writes_a_png_comparing_the_points(tmp_path):
     _fake_finished_sweep(tmp_path, [12.5, 25.0])
     proc = _sweep(["collect", str(tmp_path)], REPO, capture_output=True)
     assert proc.returncode == 0, proc.stderr
+    csv_rows = (tmp_path / "results.csv").read_text().splitlines()
+    assert csv_rows[0] == "point,exp_id,SEED,bbox_AP,segm_AP,segm_strong_AP,segm_weak_AP"
+    assert csv_rows[2] == "1,p1,1,10.00,9.00,-,25.00" and "| 1 | p1 | 1 |" in proc.stdout
     img = Image.open(tmp_path / "results.png").convert("RGB")
     assert img.size == (1070, 442)
     colours = {c for _, c in img.getcolors(maxcolors=1 << 16)}
