@@ -14,15 +14,19 @@ import subprocess
 import sys
 import time
 
+MEMORY_FIELDS = {"Rss": "rss", "Pss": "pss", "Anonymous": "anon", "Private_Dirty": "dirty"}
+
 
 def memory_kb(pid: int) -> dict[str, int]:
-    """``{"rss": kB, "pss": kB}`` of a process (``/proc/PID/smaps_rollup``)."""
+    """kB of a process (``/proc/PID/smaps_rollup``): ``rss``, ``pss``, ``anon`` (anonymous
+    memory: Python objects), ``dirty`` (private dirty: what this process alone wrote, e.g. the
+    copy-on-write copies a forked worker makes of its parent's objects)."""
     out = {}
     with open(f"/proc/{pid}/smaps_rollup") as f:
         for line in f:
             key = line.split(":")[0]
-            if key in ("Rss", "Pss"):
-                out[key.lower()] = int(line.split()[1])
+            if key in MEMORY_FIELDS:
+                out[MEMORY_FIELDS[key]] = int(line.split()[1])
     return out
 
 
@@ -53,11 +57,11 @@ def run_path(path: str, spec: str, workers: int, batches: int, cache_dir: str) -
         ["SOLVER.IMS_PER_BATCH", 2, "DATALOADER.NUM_WORKERS", workers, "MODEL.DEVICE", "cpu"]
     )
     cfg.merge_from_list(["INPUT.MIN_SIZE_TRAIN", (320,), "INPUT.MAX_SIZE_TRAIN", 533])
-    rss0 = memory_kb(os.getpid())["rss"]
+    mem0 = memory_kb(os.getpid())
     start = time.perf_counter()
     dicts, _ = load_datasets([spec], index=path == "index", cache_dir=cache_dir)
     loaded = time.perf_counter() - start
-    rss_data = memory_kb(os.getpid())["rss"] - rss0
+    mem1 = memory_kb(os.getpid())
     it = iter(build_train_loader(cfg, dicts, seed=0, rank=0, world_size=1, start_iter=0))
     next(it)
     first = time.perf_counter() - start
@@ -68,7 +72,7 @@ def run_path(path: str, spec: str, workers: int, batches: int, cache_dir: str) -
         "path": path,
         "load_s": loaded,
         "first_batch_s": first,
-        "dataset_rss_kb": rss_data,
+        "dataset_kb": {k: mem1[k] - mem0[k] for k in ("rss", "anon")},
         "first": at_first,
         "after": _snapshot(),
         "batches": batches,
@@ -110,19 +114,20 @@ def _mb(kb: float) -> str:
 def format_rows(rows: list[dict]) -> list[str]:
     """One line per path and memory snapshot (MB)."""
     lines = [
-        f"{'path':<6}{'build s':>9}{'first batch s':>15}{'dataset MB':>12}  "
-        "at batch: main RSS/PSS MB; worker PSS MB each"
+        f"{'path':<6}{'build s':>9}{'1st batch s':>13}{'data RSS/anon':>15}  "
+        "batch: main RSS/PSS/anon; workers PSS/private-dirty each (MB)"
     ]
     for r in rows:
         for tag, snap in (("1", r["first"]), (str(r["batches"]), r["after"])):
             m = snap["main"]
-            w = " ".join(_mb(x["pss"]) for x in snap["workers"]) or "-"
+            w = " ".join(f"{_mb(x['pss'])}/{_mb(x['dirty'])}" for x in snap["workers"]) or "-"
             build = f"{r['build_s']:.1f}" if "build_s" in r and tag == "1" else ""
             head = f"{r['first_batch_s']:.2f}" if tag == "1" else ""
-            data = _mb(r["dataset_rss_kb"]) if tag == "1" else ""
+            d = r["dataset_kb"]
+            data = f"{_mb(d['rss'])}/{_mb(d['anon'])}" if tag == "1" else ""
             lines.append(
-                f"{r['path']:<6}{build:>9}{head:>15}{data:>12}  "
-                f"{tag:>4}: {_mb(m['rss'])}/{_mb(m['pss'])}; {w}"
+                f"{r['path']:<6}{build:>9}{head:>13}{data:>15}  "
+                f"{tag:>5}: {_mb(m['rss'])}/{_mb(m['pss'])}/{_mb(m['anon'])}; {w}"
             )
     return lines
 

@@ -16,6 +16,7 @@ def test_run_path_measures_main_and_each_worker(tmp_path):
     for snap in (row["first"], row["after"]):
         assert snap["main"]["rss"] >= snap["main"]["pss"] > 0
         assert len(snap["workers"]) == 2 and all(w["pss"] > 0 for w in snap["workers"])
+        assert all(0 < w["dirty"] <= w["rss"] for w in snap["workers"])
     assert os.listdir(tmp_path / "c")  # the index was built there
     row["build_s"] = 0.5
     lines = databench.format_rows([row])
