@@ -85,10 +85,12 @@ def matrix(rep: Report, env: dict, a) -> None:
     cmd = [sys.executable, "-m", "opmask.cli.bench", "--matrix", "--device", a.device,
            "--height", str(a.height), "--width", str(a.width), "--batch", str(a.batch),
            "--steps", str(a.steps), "--warmup", str(a.warmup), "--precisions", a.precisions]  # fmt: skip
-    if a.no_compile:
-        cmd.append("--no-compile")
+    if not a.full_matrix:  # CPU-sized: NCHW only, 32 RoIs per image, no compiled row
+        cmd += ["--no-compile", "--no-channels-last", "--roi-batch", "32"]
     rep.add("```")
-    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    proc = subprocess.Popen(
+        cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True
+    )
     deadline, rows = time.time() + a.matrix_timeout, 0
     for line in proc.stdout:  # streamed: a time-out keeps the rows measured so far
         rep.add(line.rstrip())
@@ -112,13 +114,22 @@ def amp_training(rep: Report, env: dict, a, base: list[str]) -> None:
         secs = time.perf_counter() - t
         losses = [m["total_loss"] for m in _metrics(run)]
         fifth = max(1, len(losses) // 5)
-        first, last = statistics.fmean(losses[:fifth] or [0]), statistics.fmean(losses[-fifth:] or [0])
+        first, last = (
+            statistics.fmean(losses[:fifth] or [0]),
+            statistics.fmean(losses[-fifth:] or [0]),
+        )
         finite = all(v == v and abs(v) != float("inf") for v in losses)
         res = _results(run)
-        ap = {k: round(v.get("AP", float("nan")), 2) for k, v in res.items() if isinstance(v, dict) and "AP" in v}
+        ap = {
+            k: round(v.get("AP", float("nan")), 2)
+            for k, v in res.items()
+            if isinstance(v, dict) and "AP" in v
+        }
         ok = p.returncode == 0 and len(losses) == a.iters and finite and last < first and bool(ap)
         rep.check(
-            f"{dtype} AMP, {a.iters} iterations" if dtype != "off" else f"fp32, {a.iters} iterations",
+            f"{dtype} AMP, {a.iters} iterations"
+            if dtype != "off"
+            else f"fp32, {a.iters} iterations",
             ok,
             f"exit {p.returncode}, {secs:.0f} s, {len(losses)} losses all finite={finite}, mean "
             f"total loss first fifth {first:.3f} -> last fifth {last:.3f}; evaluation AP {ap}"
@@ -136,7 +147,9 @@ def resume(rep: Report, env: dict, a, base: list[str]) -> None:
     proc = subprocess.Popen(_train_cmd(cut, opts), env=env, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True)  # fmt: skip
     deadline = time.time() + a.step_timeout
-    while len(_metrics(cut)) < a.resume_iters // 3 and proc.poll() is None and time.time() < deadline:
+    while (
+        len(_metrics(cut)) < a.resume_iters // 3 and proc.poll() is None and time.time() < deadline
+    ):
         time.sleep(0.05)
     proc.send_signal(signal.SIGUSR1)
     out, err = proc.communicate(timeout=a.step_timeout)
@@ -187,7 +200,9 @@ def process_group(rep: Report, env: dict, a, base: list[str]) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     p.add_argument("--device", choices=("cuda", "cpu"), default="cuda")
     p.add_argument("--report", default="gpu_check.md", help="Markdown report path")
     p.add_argument("--work", default="output/gpu_check", help="scratch folder (data and runs)")
@@ -199,7 +214,7 @@ def main(argv: list[str] | None = None) -> int:
     a.height, a.width, a.batch = (800, 1333, 2) if gpu else (128, 160, 1)
     a.steps, a.warmup = (4, 2) if gpu else (1, 1)
     a.precisions = "fp32,tf32,fp16,bf16" if a.device == "cuda" else "fp32"
-    a.no_compile = not gpu
+    a.full_matrix = gpu
     a.iters, a.resume_iters = (200, 60) if gpu else (8, 6)
     # bf16 autocast on CPU is ~30x slower than fp32 here: the CPU form checks the plumbing in fp32
     a.amp = ("float16", "bfloat16") if a.device == "cuda" else ("off",)

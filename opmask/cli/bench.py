@@ -70,7 +70,8 @@ def matrix(args, device: torch.device) -> None:
     print(
         f"inputs: {args.batch} images of {args.height}x{args.width}, 4 instances each; median "
         f"of {args.steps} steps after {args.warmup}; cuDNN autotuner on; MFU = model FLOPs "
-        "(3 x forward, 512 box / 128 mask RoIs per image) x img/s / dense peak of the dtype"
+        "(3 x forward; BATCH_SIZE_PER_IMAGE box RoIs and x POSITIVE_FRACTION mask RoIs per image) "
+        "x img/s / dense peak of the dtype"
     )
     print(speed.MATRIX_HEADER, flush=True)
     rows = speed.run_matrix(
@@ -82,6 +83,10 @@ def matrix(args, device: torch.device) -> None:
         warmup=args.warmup,
         precisions=tuple(args.precisions.split(",")),
         compile_row=not args.no_compile,
+        memory_formats=(False,) if args.no_channels_last else (False, True),
+        extra=["MODEL.ROI_HEADS.BATCH_SIZE_PER_IMAGE", str(args.roi_batch)]
+        if args.roi_batch
+        else [],
         report=lambda line: print(line, flush=True),
     )
     for line in speed.matrix_ratios(rows):
@@ -181,6 +186,13 @@ def main(argv: list[str] | None = None) -> int:
         "--precisions", default="fp32,tf32,fp16,bf16", help="--matrix: comma-separated subset"
     )
     p.add_argument("--no-compile", action="store_true", help="--matrix: skip the compiled row")
+    p.add_argument("--no-channels-last", action="store_true", help="--matrix: NCHW rows only")
+    p.add_argument(
+        "--roi-batch",
+        type=int,
+        default=0,
+        help="--matrix: RoIs sampled per image in our models (default: the config's 512)",
+    )
     p.add_argument("--box-rois", type=int, default=512, help="--flops: box-head RoIs per image")
     p.add_argument("--mask-rois", type=int, default=128, help="--flops: mask-head RoIs per image")
     p.add_argument("--eval-images", type=int, default=50, help="default table: (c) and (d)")

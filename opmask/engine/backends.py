@@ -10,7 +10,9 @@ def configure_backends(*, cudnn_benchmark: bool, tf32: bool) -> None:
     no effect on CPU or inside fp16/bf16 autocast regions)."""
     torch.backends.cudnn.benchmark = bool(cudnn_benchmark)
     mode = "tf32" if tf32 else "ieee"
-    if hasattr(torch.backends.cudnn, "conv") and hasattr(torch.backends.cudnn.conv, "fp32_precision"):
+    if hasattr(torch.backends.cudnn, "conv") and hasattr(
+        torch.backends.cudnn.conv, "fp32_precision"
+    ):
         torch.backends.cuda.matmul.fp32_precision = mode
         torch.backends.cudnn.conv.fp32_precision = mode
     else:  # torch < 2.9

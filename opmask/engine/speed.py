@@ -5,6 +5,7 @@ MFU, data loading and evaluation time. Not tests: numbers depend on the machine.
 from __future__ import annotations
 
 import contextlib
+import functools
 import gc
 import os
 import statistics
@@ -129,8 +130,12 @@ def build_bench_model(
     return cfg, build_model(cfg, strong_classes=range(1, 21)).train()
 
 
-def ours_step(name: str, batch, device, *, dtype=None, channels_last=False, compile=False):
-    _, model = build_bench_model(name, device, channels_last=channels_last, compile=compile)
+def ours_step(
+    name: str, batch, device, *, dtype=None, channels_last=False, compile=False, extra=()
+):
+    _, model = build_bench_model(
+        name, device, channels_last=channels_last, compile=compile, extra=extra
+    )
     params = [p for p in model.parameters() if p.requires_grad]
     return _sgd_step(lambda: sum(model(batch)[0].values()), params, device, dtype)
 
@@ -208,10 +213,10 @@ class MatrixRow:
     mfu: float | None  # fraction of the dtype's dense peak
 
 
-def train_flops_per_image(name: str, device, height: int, width: int) -> float:
+def train_flops_per_image(name: str, device, height: int, width: int, extra=()) -> float:
     """Training FLOPs of one image (3 x forward, 2 FLOPs per MAC), with the paper's RoI counts:
     ``BATCH_SIZE_PER_IMAGE`` box RoIs and the maximal ``x POSITIVE_FRACTION`` mask RoIs."""
-    cfg, model = build_bench_model(name, device)
+    cfg, model = build_bench_model(name, device, extra=extra)
     r = cfg.MODEL.ROI_HEADS
     pad = lambda n: -(-n // 32) * 32  # noqa: E731
     macs = stage_macs(
@@ -250,15 +255,18 @@ def run_matrix(
     warmup: int = 3,
     precisions=("fp32", "tf32", "fp16", "bf16"),
     compile_row: bool = True,
+    memory_formats=(False, True),
+    extra=(),
     report=print,
 ) -> list[MatrixRow]:
     """Every model x precision x memory format (and one compiled row), then torchvision's Mask
-    R-CNN in fp32 and bf16 as the reference; each row is reported as soon as it is measured."""
+    R-CNN in fp32 and bf16 as the reference; each row is reported as soon as it is measured.
+    ``extra``: config overrides of our models (e.g. fewer RoIs for a CPU-sized run)."""
     configure_backends(cudnn_benchmark=True, tf32=False)
     batch = synthetic_inputs(batch_size, height, width, device)
-    flops = {n: train_flops_per_image(n, device, height, width) for n in CONFIGS}
+    flops = {n: train_flops_per_image(n, device, height, width, extra) for n in CONFIGS}
     rows = []
-    plan = [(n, p, cl, False) for n in CONFIGS for p in precisions for cl in (False, True)]
+    plan = [(n, p, cl, False) for n in CONFIGS for p in precisions for cl in memory_formats]
     if compile_row:
         plan.append(("opmask", precisions[-1], True, True))
     plan += [("torchvision", p, False, False) for p in dict.fromkeys(("fp32", precisions[-1]))]
@@ -266,11 +274,12 @@ def run_matrix(
         configure_backends(cudnn_benchmark=True, tf32=prec != "fp32")
         dtype = DTYPES[prec]
         if name == "torchvision":
-            factory = lambda: torchvision_step(batch, device, dtype=dtype)  # noqa: E731
+            factory = functools.partial(torchvision_step, batch, device, dtype=dtype)
         else:
-            factory = lambda: ours_step(  # noqa: E731
-                name, batch, device, dtype=dtype, channels_last=cl, compile=comp
-            )
+            factory = functools.partial(
+                ours_step, name, batch, device, dtype=dtype, channels_last=cl, compile=comp,
+                extra=extra,
+            )  # fmt: skip
         try:
             secs, ips, mem = _measure(factory, batch_size, device, steps, warmup)
         except Exception as e:  # a failing variant (e.g. compile) must not hide the others
@@ -279,7 +288,15 @@ def run_matrix(
         peak = peak_tflops(device, prec)
         achieved = flops.get(name, float("nan")) * ips / 1e12 if name in flops else None
         row = MatrixRow(
-            name, prec, cl, comp, secs, ips, mem, achieved, achieved / peak if achieved and peak else None
+            name,
+            prec,
+            cl,
+            comp,
+            secs,
+            ips,
+            mem,
+            achieved,
+            achieved / peak if achieved and peak else None,
         )
         rows.append(row)
         report(format_row(row))
@@ -314,7 +331,10 @@ def matrix_ratios(rows: list[MatrixRow]) -> list[str]:
             f"{best.compiled}) vs fp32: {best.images_per_s / fp32.images_per_s:.2f}x img/s"
         )
     for prec in ("fp32", "bf16", "fp16", "tf32"):
-        tv, ours = by.get(("torchvision", prec, False, False)), by.get(("baseline", prec, False, False))
+        tv, ours = (
+            by.get(("torchvision", prec, False, False)),
+            by.get(("baseline", prec, False, False)),
+        )
         if tv and ours:
             out.append(f"baseline step / torchvision step ({prec}): {ours.step_s / tv.step_s:.2f}")
     best = max((r for r in rows if r.model == "opmask"), key=lambda r: r.images_per_s, default=None)

@@ -62,9 +62,7 @@ def stage_macs(
     box_res = model.box_pooler.output_size
     box_x = torch.zeros(box_rois, ch, box_res, box_res, device=dev, dtype=dt)
 
-    out["box_head"] = _macs(
-        model, lambda x: model.box_predictor(model.box_head(x)[1]), box_x
-    )
+    out["box_head"] = _macs(model, lambda x: model.box_predictor(model.box_head(x)[1]), box_x)
     out["mask_head"] = 0.0
     if model.mask_head is not None and mask_rois:
         res = model.mask_pooler.output_size
