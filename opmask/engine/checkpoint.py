@@ -4,10 +4,17 @@ Layout in ``models/`` (Detectron2's names): ``model_{iter:07d}.pth``, ``model_fi
 ``last_checkpoint`` (the newest file's name), and ``NAME.sha256`` beside each checkpoint. A file is
 written to a temporary name, fsynced, then renamed, and ``last_checkpoint`` is updated only
 afterwards, so a crash at any moment leaves the previous checkpoint usable.
+
+``save_async`` takes the checkpoint without stopping training for the write: it copies the state
+to CPU memory at once (the step boundary; the caller may change its tensors as soon as it
+returns) and a background thread serialises and writes it in the same order as ``save`` (data
+durable first, then hash, rename, ``last_checkpoint``). The next checkpoint and ``wait``/``close``
+wait for it. The copy costs one more checkpoint's size of CPU memory while the write runs.
 """
 
 from __future__ import annotations
 
+import copy as copy_module
 import hashlib
 import io
 import logging
@@ -15,6 +22,7 @@ import os
 import random
 import re
 import secrets
+import threading
 
 import numpy as np
 import torch
@@ -44,6 +52,12 @@ def atomic_write_bytes(path: str, data: bytes) -> None:
 
     The file's mode follows the user's umask (like any file ``open`` creates).
     """
+    tmp = _durable_tmp(path, data)
+    _publish(tmp, path)
+
+
+def _durable_tmp(path: str, data: bytes) -> str:
+    """``data`` in a fsynced temporary file beside ``path``; returns its path."""
     folder = os.path.dirname(os.path.abspath(path))
     name = f"{TMP_PREFIX}{os.path.basename(path)}.{os.getpid()}.{secrets.token_hex(4)}"
     tmp = os.path.join(folder, name)
@@ -53,11 +67,21 @@ def atomic_write_bytes(path: str, data: bytes) -> None:
             f.write(data)
             f.flush()
             os.fsync(f.fileno())
+    except BaseException:
+        os.unlink(tmp)
+        raise
+    return tmp
+
+
+def _publish(tmp: str, path: str) -> None:
+    """Rename the durable ``tmp`` to ``path`` and make the rename durable."""
+    try:
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):
             os.unlink(tmp)
         raise
+    folder = os.path.dirname(os.path.abspath(path))
     dir_fd = os.open(folder, os.O_RDONLY)
     try:
         os.fsync(dir_fd)
@@ -102,17 +126,65 @@ class Checkpointer:
     def __init__(self, folder: str, max_to_keep: int = 0):
         self.folder, self.max_to_keep = folder, max_to_keep
         self.protected: set[str] = set()  # never deleted by retention (the resume source)
+        self._writer: threading.Thread | None = None  # the background write in flight
+        self._error: BaseException | None = None  # its failure, raised by the next wait()
 
     def path(self, name: str) -> str:
         return os.path.join(self.folder, name)
 
     def save(self, name: str, state: dict) -> str:
+        """Write ``state`` now; returns when it is durable (after any background write)."""
+        self.wait()
+        return self._write(name, state)
+
+    def save_async(self, name: str, state: dict) -> str:
+        """Copy ``state`` to CPU memory and write it in a background thread; returns the path
+        it will have. The caller may change the state's tensors as soon as this returns."""
+        self.wait()
+        snap = cpu_snapshot(state)
+        self._writer = threading.Thread(
+            target=self._write_in_background, args=(name, snap), name=f"checkpoint {name}"
+        )
+        self._writer.start()  # not a daemon: the interpreter waits for it at exit
+        return self.path(name)
+
+    def wait(self) -> None:
+        """Block until the background write (if any) is durable; raise its failure."""
+        if self._writer is not None:
+            self._writer.join()
+            self._writer = None
+        if self._error is not None:
+            err, self._error = self._error, None
+            raise CheckpointError(f"background checkpoint write failed: {err}") from err
+
+    def close(self) -> None:
+        """``wait``, but a failure is logged, not raised (for exits already under way)."""
+        try:
+            self.wait()
+        except CheckpointError as e:
+            logger.error("%s", e)
+
+    def _write_in_background(self, name: str, state: dict) -> None:
+        try:
+            self._write(name, state)
+        except BaseException as e:  # reported by the training thread's next wait()
+            self._error = e
+
+    def _write(self, name: str, state: dict) -> str:
+        """Data durable under a temporary name, then its hash, the rename, ``last_checkpoint``."""
         os.makedirs(self.folder, exist_ok=True)
         buf = io.BytesIO()
         torch.save(state, buf)
         data = buf.getvalue()
-        atomic_write_bytes(self.path(name + ".sha256"), hashlib.sha256(data).hexdigest().encode())
-        atomic_write_bytes(self.path(name), data)
+        tmp = _durable_tmp(self.path(name), data)
+        try:
+            atomic_write_bytes(
+                self.path(name + ".sha256"), hashlib.sha256(data).hexdigest().encode()
+            )
+        except BaseException:
+            os.unlink(tmp)
+            raise
+        _publish(tmp, self.path(name))
         atomic_write_bytes(self.path("last_checkpoint"), name.encode())
         logger.info("Saved checkpoint %s", self.path(name))
         self._retain()
@@ -177,6 +249,25 @@ class Checkpointer:
                 f"{len(problems)} file(s)): " + "; ".join(problems)
             )
         return None
+
+
+def cpu_snapshot(obj):
+    """A deep copy of a checkpoint state whose tensors are new CPU tensors with the same values,
+    dtype, shape and strides. Every object referenced twice (a tensor, a tuple shared by the
+    optimizer's groups) is copied once and shared likewise, so ``torch.save`` writes the same
+    bytes for the copy as for the original."""
+    memo: dict[int, object] = {}
+    todo = [obj]
+    while todo:
+        x = todo.pop()
+        if isinstance(x, torch.Tensor):
+            if id(x) not in memo:
+                memo[id(x)] = x.detach().to("cpu", copy=True)
+        elif isinstance(x, dict):
+            todo.extend(x.values())
+        elif isinstance(x, (list, tuple)):
+            todo.extend(x)
+    return copy_module.deepcopy(obj, memo)  # tensors come from memo; the rest is copied
 
 
 def load_verified(path: str, *, allow_unhashed: bool = False) -> dict:

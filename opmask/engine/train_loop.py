@@ -130,7 +130,7 @@ def train(cfg, run_dir: str, *, resume: bool, after_step: Callable | None = None
                 raise CheckpointedExit(it, path, preempt.reason() or "on another rank")
             last = it + 1 == max_iter
             if not last and (it + 1) % cfg.SOLVER.CHECKPOINT_PERIOD == 0:
-                _save(ckpt, f"model_{it:07d}.pth", state(it))
+                _save(ckpt, f"model_{it:07d}.pth", state(it), background=True)
             if not last and cfg.TEST.EVAL_PERIOD and (it + 1) % cfg.TEST.EVAL_PERIOD == 0:
                 events.log_eval(it, evaluator(model))
         if start_iter < max_iter:
@@ -139,6 +139,7 @@ def train(cfg, run_dir: str, *, resume: bool, after_step: Callable | None = None
         events.log_eval(max_iter - 1, results)
         return results
     finally:
+        ckpt.close()  # any exit waits for a background checkpoint write
         events.close()
 
 
@@ -261,9 +262,10 @@ def _state(it: int, cfg, model, optimizer, scheduler, scaler) -> dict:
     }
 
 
-def _save(ckpt: Checkpointer, name: str, state: dict) -> str:
+def _save(ckpt: Checkpointer, name: str, state: dict, background: bool = False) -> str:
+    """Rank 0 writes; ``background``: a CPU copy now, the write while training goes on."""
     if comm.is_main_process():
-        ckpt.save(name, state)
+        (ckpt.save_async if background else ckpt.save)(name, state)
     comm.barrier()
     return ckpt.path(name)
 
