@@ -1,10 +1,12 @@
 """Deterministic, resumable, distributed training batches.
 
-The stream of batches is a pure function of ``(seed, rank, world_size, batch_size, iteration)``:
-resuming at iteration ``k`` replays the index arithmetic (no image is read) and continues with
-exactly the batches an uninterrupted run would have seen. Each element is ``(index, position)``;
-``position`` in the global stream seeds that sample's augmentation, so augmentations do not depend
-on loader workers either.
+The global batch of iteration ``k`` (all ranks' images together) is a pure function of
+``(seed, k, global batch size)``, whatever the number of processes: global batches are formed
+from the one global stream (grouped by aspect ratio there), and rank ``r`` of ``W`` takes the
+``r``-th of ``W`` equal slices. Resuming at iteration ``k`` replays the index arithmetic (no image
+is read) and continues with exactly the batches an uninterrupted run would have seen. Each element
+is ``(index, position)``; ``position`` in the global stream seeds that sample's augmentation, so
+augmentations depend neither on loader workers nor on the number of processes.
 """
 
 from __future__ import annotations
@@ -25,12 +27,26 @@ def global_stream(n: int, seed: int, shuffle: bool = True) -> Iterator[tuple[int
         epoch += 1
 
 
+def global_batches(
+    flags: Sequence[bool], size: int, seed: int, group: bool = True, shuffle: bool = True
+) -> Iterator[list[tuple[int, int]]]:
+    """Infinite global batches of ``size`` ``(index, position)``, each of one aspect group."""
+    buckets: dict[bool, list] = {True: [], False: []}
+    for idx, pos in global_stream(len(flags), seed, shuffle):
+        bucket = buckets[flags[idx] if group else True]
+        bucket.append((idx, pos))
+        if len(bucket) == size:
+            yield bucket[:]
+            bucket.clear()
+
+
 class TrainingBatchSampler:
-    """Infinite per-rank batches, optionally grouped by aspect ratio (landscape vs portrait).
+    """Infinite per-rank batches: this rank's slice of the global batches, optionally grouped by
+    aspect ratio (landscape vs portrait; a global batch holds one group).
 
     Args:
         aspect_flags: per image, True when width >= height (its group).
-        batch_size: images per batch on this rank.
+        batch_size: images per batch on this rank (the global batch is ``world_size`` times it).
         seed, rank, world_size: the stream's identity.
         start_iter: first batch to produce (resume).
         group: batch only images of the same aspect group together.
@@ -55,15 +71,10 @@ class TrainingBatchSampler:
         self.start_iter, self.group, self.shuffle = start_iter, group, shuffle
 
     def _batches(self) -> Iterator[list[tuple[int, int]]]:
-        buckets: dict[bool, list] = {True: [], False: []}
-        for idx, pos in global_stream(len(self.flags), self.seed, self.shuffle):
-            if pos % self.world_size != self.rank:
-                continue
-            bucket = buckets[self.flags[idx] if self.group else True]
-            bucket.append((idx, pos))
-            if len(bucket) == self.batch_size:
-                yield bucket[:]
-                bucket.clear()
+        for batch in global_batches(
+            self.flags, self.batch_size * self.world_size, self.seed, self.group, self.shuffle
+        ):
+            yield batch[self.rank * self.batch_size : (self.rank + 1) * self.batch_size]
 
     def __iter__(self) -> Iterator[list[tuple[int, int]]]:
         batches = self._batches()
