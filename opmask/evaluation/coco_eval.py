@@ -116,9 +116,12 @@ def evaluate_results(
     """COCOeval of ``results`` against ``gt_json``: tasks bbox, segm, segm_strong, segm_weak;
     ``evaluator``: the backend (``coco_backend``)."""
     coco_cls, eval_cls = coco_backend(evaluator)
+    has_masks = not results or "segmentation" in results[0]
     with contextlib.redirect_stdout(io.StringIO()):
         gt = coco_cls(gt_json)
-        dt = gt.loadRes(results) if results else None
+        # loadRes adds keys to each result (a box polygon as "segmentation", area, id) and COCOeval
+        # replaces segmentations by RLE with bytes: copies keep the caller's results JSON-clean
+        dt = gt.loadRes([dict(r) for r in results]) if results else None
     weak_ids = sorted(set(gt.getCatIds()) - set(strong_ids))
     out, per_class = {}, {}
     for task, iou, cats in (
@@ -127,7 +130,7 @@ def evaluate_results(
         ("segm_strong", "segm", strong_ids),
         ("segm_weak", "segm", weak_ids),
     ):
-        if task != "bbox" and results and "segmentation" not in results[0]:
+        if task != "bbox" and not has_masks:
             continue
         if cats is not None and not cats:
             continue

@@ -116,3 +116,16 @@ def test_faster_coco_eval_gives_pycocotools_numbers(datasets_root, tmp_path, gt)
 def test_unknown_evaluator_is_refused(datasets_root):
     with pytest.raises(ValueError, match="TEST.EVALUATOR must be one of"):
         evaluate_results(f"{datasets_root}/shapes/val/annotations.json", [], [1], "detectron")
+
+
+def test_box_only_predictions_evaluate_bbox_only_and_stay_json_clean(datasets_root):
+    """MODEL.MASK_ON False: no segm tasks, and the predictions can still be written as JSON (they
+    used to come back holding pycocotools' box polygons and RLE bytes)."""
+    gt_json = f"{datasets_root}/shapes/val/annotations.json"
+    preds = [
+        {k: v for k, v in p.items() if k != "segmentation"} for p in _noisy_predictions(gt_json, 0)
+    ]
+    before = json.dumps(preds)
+    res = evaluate_results(gt_json, preds, [1])
+    assert set(res) == {"bbox", "per_class"} and res["bbox"]["AP"] > 0
+    assert json.dumps(preds) == before
