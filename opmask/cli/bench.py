@@ -73,7 +73,6 @@ def matrix(args, device: torch.device) -> None:
         "(3 x forward; BATCH_SIZE_PER_IMAGE box RoIs and x POSITIVE_FRACTION mask RoIs per image) "
         "x img/s / dense peak of the dtype"
     )
-    print(speed.MATRIX_HEADER, flush=True)
     rows = speed.run_matrix(
         device,
         height=args.height,

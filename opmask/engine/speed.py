@@ -265,6 +265,11 @@ def run_matrix(
     configure_backends(cudnn_benchmark=True, tf32=False)
     batch = synthetic_inputs(batch_size, height, width, device)
     flops = {n: train_flops_per_image(n, device, height, width, extra) for n in CONFIGS}
+    report(
+        "model FLOPs per training image: "
+        + ", ".join(f"{n} {f / 1e12:.2f} TFLOP" for n, f in flops.items())
+    )
+    report(MATRIX_HEADER)
     rows = []
     plan = [(n, p, cl, False) for n in CONFIGS for p in precisions for cl in memory_formats]
     if compile_row:
