@@ -283,17 +283,22 @@ def _resume(ckpt: Checkpointer, model, optimizer, scheduler, scaler) -> int:
     missing = [k for k in ("optimizer", "scheduler", "scaler", "rng", "meta") if k not in state]
     if missing:
         raise CheckpointError(f"{path} cannot resume training: it lacks {', '.join(missing)}")
-    world = comm.get_world_size()
-    if state["meta"]["world_size"] != world:
-        raise CheckpointError(
-            f"{path} was written with world size {state['meta']['world_size']}, "
-            f"this run has {world}; the data order would differ"
+    world, rank, rngs = comm.get_world_size(), comm.get_rank(), state["rng"]
+    if state["meta"]["world_size"] != world and comm.is_main_process():  # batches unchanged
+        logger.warning(
+            "World size changed: %s was written with %d processes, this run has %d. The global "
+            "batches continue unchanged (same SOLVER.IMS_PER_BATCH); per-process random choices "
+            "(anchor and RoI sampling) continue from other generator states, and with per-"
+            "process BatchNorm (not frozen, not SyncBN) the statistics differ.",
+            path,
+            state["meta"]["world_size"],
+            world,
         )
     model.load_state_dict(state["model"])
     optimizer.load_state_dict(state["optimizer"])
     scheduler.load_state_dict(state["scheduler"])
     scaler.load_state_dict(state["scaler"])
-    restore_rng(state["rng"][comm.get_rank()])
+    restore_rng(rngs[rank % len(rngs)])
     ckpt.protected.add(path)
     logger.info("Resumed from %s (iteration %d)", path, state["iteration"])
     return state["iteration"] + 1
