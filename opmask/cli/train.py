@@ -198,9 +198,12 @@ def setup(args: argparse.Namespace) -> tuple[CfgNode, str, RunLock | None]:
     which neither lock nor write); the caller releases the lock.
     """
     cfg = load_config(args.config_file, args.opts)
-    validate_inputs(cfg, args)
     run_dir = run_folder(cfg, args.exp_id, args.output_dir)
-    if args.machine_rank != 0 or not comm.is_main_process():  # e.g. srun's other tasks
+    writer = args.machine_rank == 0 and comm.is_main_process()
+    if writer:
+        RunLock(run_dir).ensure_free()  # a busy folder is named at once, before validation
+    validate_inputs(cfg, args)
+    if not writer:  # e.g. srun's other tasks
         cfg = settle_config(cfg, run_dir, resume=args.resume, eval_only=args.eval_only)
         return cfg, run_dir, None
     cfg, lock = claim(cfg, run_dir, resume=args.resume, eval_only=args.eval_only)

@@ -262,10 +262,7 @@ class RunLock:
         deadline = time.time() + wait_s
         while not self._try():
             if time.time() >= deadline:
-                raise RunFolderError(
-                    f"run folder {self.run_dir} is in use by {describe_holder(self._peek())} "
-                    f"(lock file {self.path}); wait for it to end or stop it first"
-                )
+                raise self._in_use()
             time.sleep(0.5)
         previous = os.pread(self.fd, 4096, 0).decode(errors="replace")
         if previous.strip():
@@ -279,6 +276,22 @@ class RunLock:
         os.fsync(self.fd)
         remove_temp_fragments(self.run_dir)
         return self
+
+    def ensure_free(self) -> None:
+        """Fail at once, naming the holder, if another live process holds the folder; takes
+        nothing (checked before the slower input validation; ``acquire`` decides later)."""
+        if not os.path.isfile(self.path):
+            return
+        if not self._try():
+            raise self._in_use()
+        os.close(self.fd)  # let go at once: only a probe
+        self.fd = None
+
+    def _in_use(self) -> RunFolderError:
+        return RunFolderError(
+            f"run folder {self.run_dir} is in use by {describe_holder(self._peek())} "
+            f"(lock file {self.path}); wait for it to end or stop it first"
+        )
 
     def _try(self) -> bool:
         fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o666)

@@ -165,13 +165,15 @@ def test_second_process_fails_at_once_then_kill_9_is_taken_over(datasets_root, t
             assert holder.poll() is None and time.time() < deadline, "training did not start"
             time.sleep(0.1)
         t0 = time.time()
-        second = _run(_cli(run, "--resume", opts=opts), datasets_root, str(tmp_path), timeout=60)
+        # also with a bad input: the busy folder is named first, before the (slower) validation
+        bad = opts + ["MODEL.WEIGHTS", str(tmp_path / "missing.pth")]
+        second = _run(_cli(run, "--resume", opts=bad), datasets_root, str(tmp_path), timeout=60)
         assert second.returncode == 1
         err = second.stderr.strip().splitlines()
         assert len(err) == 1 and "is in use by" in err[0], err
         assert f"host {socket.gethostname()}, PID {holder.pid}," in err[0]
-        # at once: it does not wait for the holder, which trains on (import and validation
-        # take the seconds on the shared test machine)
+        # at once: it does not wait for the holder, which trains on (importing torch takes the
+        # seconds on the shared test machine)
         assert time.time() - t0 < 120 and holder.poll() is None
     finally:
         holder.send_signal(signal.SIGKILL)
