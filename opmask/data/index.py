@@ -402,7 +402,7 @@ def open_index(
                 idx = _try_open(path, key, image_root, name, warn=False)
                 if idx is None:
                     idx = _build(json_file, image_root, name, path, key)
-        except PermissionError as e:
+        except OSError as e:  # unwritable cache folder, full disk
             raise DatasetError(
                 f"cannot write the dataset cache (DATASETS.CACHE_DIR): {e}"
             ) from None

@@ -192,3 +192,10 @@ def test_same_batches_on_two_ranks_as_json_path(cocolike, tmp_path):
                 assert x["instances"]["boxes"].equal(y["instances"]["boxes"])
                 assert x["instances"]["labels"].equal(y["instances"]["labels"])
                 assert x["instances"]["has_mask"].equal(y["instances"]["has_mask"])
+
+
+def test_unwritable_cache_dir_is_a_dataset_error(cocolike, tmp_path):
+    json_file, image_root = cocolike
+    (tmp_path / "file").write_text("")
+    with pytest.raises(DatasetError, match=r"cannot write the dataset cache \(DATASETS.CACHE_DIR"):
+        open_index(json_file, image_root, "x", str(tmp_path / "file" / "cache"))
