@@ -22,6 +22,7 @@ from typing import Iterable
 
 import torch
 
+from ..config import ConfigError
 from .checkpoint import atomic_write_bytes
 
 logger = logging.getLogger("opmask.train")
@@ -92,6 +93,8 @@ def hparams_from_cfg(cfg, keys: Iterable[str] = ()) -> dict:
     for key in dict.fromkeys([*KEY_HPARAMS, *keys]):
         node = cfg
         for part in key.split("."):
+            if not isinstance(node, dict) or part not in node:
+                raise ConfigError(f"EXP.HPARAMS names {key!r}, which is not a config key")
             node = node[part]
         out[key] = node if isinstance(node, (bool, int, float, str)) else str(node)
     return out

@@ -5,10 +5,11 @@ from __future__ import annotations
 import logging
 import random
 
+import pytest
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 from tensorboard.plugins.hparams import metadata as hp_metadata
 
-from opmask.config import load_config
+from opmask.config import ConfigError, load_config
 from opmask.engine.events import EtaEstimator, EventWriter, hparams_from_cfg
 from tests.conftest import SHAPES_OPMASK
 
@@ -63,6 +64,8 @@ def test_run_writes_hparams_that_tensorboard_reads(tmp_path):
     cfg = load_config(SHAPES_OPMASK, ["SEED", "7", "SOLVER.STEPS", "(4, 5)"])
     hp = hparams_from_cfg(cfg, ["SOLVER.STEPS", "SEED"])
     assert hp["SEED"] == 7 and hp["SOLVER.STEPS"] == "(4, 5)" and list(hp).count("SEED") == 1
+    with pytest.raises(ConfigError, match="'SOLVER.NOPE', which is not a config key"):
+        hparams_from_cfg(cfg, ["SOLVER.NOPE"])
     events = EventWriter(str(tmp_path), start_iter=0, max_iter=10)
     events.log_hparams(hp)
     events.log_eval(9, {"bbox": {"AP": 12.5}, "segm_weak": {"AP": 3.25}})
