@@ -12,6 +12,7 @@ import json
 import os
 import sys
 
+from opmask.cli.parser import OneLineParser
 from opmask.config import ConfigError, load_config
 from opmask.data.coco import DatasetError
 from opmask.engine.checkpoint import CheckpointError, atomic_write_bytes
@@ -61,7 +62,7 @@ def add_training_flags(p: argparse.ArgumentParser) -> None:
 
 
 def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
+    p = OneLineParser(
         prog="opmask-submit",
         description=__doc__.replace("``", ""),
         epilog=EPILOG,

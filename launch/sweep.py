@@ -26,6 +26,7 @@ import sys
 
 from fvcore.common.config import CfgNode
 
+from opmask.cli.parser import OneLineParser
 from opmask.config import ConfigError, load_config
 from opmask.engine.checkpoint import CheckpointError, atomic_write_bytes
 from opmask.engine.run_dir import RunFolderError, claim
@@ -339,7 +340,7 @@ def cmd_collect(args) -> int:
 
 
 def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
+    p = OneLineParser(
         prog="opmask-sweep",
         description=__doc__.replace("``", ""),
         formatter_class=argparse.RawDescriptionHelpFormatter,

@@ -24,6 +24,7 @@ import time
 import torch
 
 from ..engine import speed
+from .parser import OneLineParser
 
 
 def _machine(device: torch.device) -> str:
@@ -159,7 +160,7 @@ def data_table(args) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(
+    p = OneLineParser(
         prog="opmask-bench",
         description=__doc__.replace("``", ""),
         formatter_class=argparse.RawDescriptionHelpFormatter,

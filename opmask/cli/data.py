@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import argparse
 import sys
 import time
 
@@ -11,10 +10,11 @@ from ..data.catalog import datasets_root, resolve
 from ..data.check import check_dataset, record_check
 from ..data.coco import DatasetError
 from ..data.shapes import FAMILIES, generate
+from .parser import OneLineParser
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="opmask-data", description=__doc__.replace("``", ""))
+    p = OneLineParser(prog="opmask-data", description=__doc__.replace("``", ""))
     sub = p.add_subparsers(dest="command", required=True)
     s = sub.add_parser(
         "shapes",

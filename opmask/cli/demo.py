@@ -22,6 +22,7 @@ import time
 from ..data.catalog import BUILTIN, datasets_root, load_dataset
 from ..data.coco import DatasetError
 from ..engine.checkpoint import atomic_write_bytes
+from .parser import OneLineParser
 
 REPO_CONFIGS = os.path.join(
     os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))),
@@ -157,7 +158,7 @@ def pretrain_backbone(out: str, iters: int, opts: list[str]) -> list[str]:
 
 
 def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
+    p = OneLineParser(
         prog="opmask-demo",
         description=__doc__.replace("``", ""),
         formatter_class=argparse.RawDescriptionHelpFormatter,

@@ -10,6 +10,7 @@ from ..engine.checkpoint import CheckpointError
 from ..engine.export import FORMATS, export_run
 from ..engine.run_dir import RunFolderError
 from ..modeling.weights import UnsafeWeightsError
+from .parser import OneLineParser
 
 EPILOG = """\
 examples:
@@ -32,7 +33,7 @@ INPUT_ERRORS = (
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(
+    p = OneLineParser(
         prog="opmask-export",
         description=__doc__.replace("``", ""),
         epilog=EPILOG,

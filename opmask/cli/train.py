@@ -28,6 +28,7 @@ from ..engine.run_dir import (
 )
 from ..engine.train_loop import CheckpointedExit, NonFiniteLossError, evaluate_only, train
 from ..modeling.weights import UnsafeWeightsError, check_weights_file
+from .parser import OneLineParser
 
 logger = logging.getLogger("opmask.train")
 
@@ -60,13 +61,6 @@ INPUT_ERRORS = (
 )
 
 
-class _Parser(argparse.ArgumentParser):
-    """Command-line errors in one line (exit 2), like every other error of the command."""
-
-    def error(self, message: str):
-        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
-
-
 def _count(minimum: int):
     """An argparse type: an integer >= minimum."""
 
@@ -93,7 +87,7 @@ def _minutes(text: str) -> float:
 
 
 def parser() -> argparse.ArgumentParser:
-    p = _Parser(
+    p = OneLineParser(
         prog="opmask-train",
         description=__doc__.replace("``", ""),
         epilog=EPILOG,

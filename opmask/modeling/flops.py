@@ -9,7 +9,6 @@ from __future__ import annotations
 import logging
 
 import torch
-from fvcore.nn import FlopCountAnalysis
 from torch import nn
 
 from .meta_arch import OPMask
@@ -27,6 +26,8 @@ class _Call(nn.Module):
 
 
 def _macs(owner: nn.Module, fn, *inputs: torch.Tensor) -> float:
+    from fvcore.nn import FlopCountAnalysis  # imports torch.jit.script: a warning at import
+
     analysis = FlopCountAnalysis(_Call(owner, fn), inputs)
     analysis.unsupported_ops_warnings(False).uncalled_modules_warnings(False)
     logging.getLogger("fvcore").setLevel(logging.ERROR)
