@@ -49,6 +49,19 @@ TINY = [
 ]
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _dataset_index_cache(tmp_path_factory):
+    """Dataset index caches of the whole session (subprocesses too) in a temporary folder, not in
+    the user's ~/.cache/opmask."""
+    old = os.environ.get("OPMASK_CACHE")
+    os.environ["OPMASK_CACHE"] = str(tmp_path_factory.mktemp("index_cache"))
+    yield
+    if old is None:
+        os.environ.pop("OPMASK_CACHE", None)
+    else:
+        os.environ["OPMASK_CACHE"] = old
+
+
 @pytest.fixture(scope="session")
 def datasets_root(tmp_path_factory):
     """``$OPMASK_DATASETS`` holding shapes/{train,val} (12 + 6 images of 96 px)."""
