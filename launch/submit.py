@@ -14,9 +14,13 @@ import sys
 
 from opmask.cli.parser import OneLineParser
 from opmask.config import ConfigError, load_config
+from opmask.data.build import check_datasets
 from opmask.data.coco import DatasetError
+from opmask.data.splits import SplitError
 from opmask.engine.checkpoint import CheckpointError, atomic_write_bytes
 from opmask.engine.run_dir import RunFolderError, claim, run_folder
+from opmask.modeling.weights import UnsafeWeightsError, check_weights_file
+from opmask.safeload import WeightsFileError
 
 from .executor import (
     LaunchError,
@@ -30,7 +34,16 @@ from .executor import (
 )
 from .job import TrainJob
 
-ERRORS = (ConfigError, DatasetError, RunFolderError, CheckpointError, LaunchError)
+ERRORS = (
+    ConfigError,
+    DatasetError,
+    SplitError,
+    UnsafeWeightsError,
+    WeightsFileError,
+    RunFolderError,
+    CheckpointError,
+    LaunchError,
+)
 
 EPILOG = """\
 examples:
@@ -77,6 +90,7 @@ def parser() -> argparse.ArgumentParser:
         help="allow submitting into a folder that holds a run (continues it)",
     )
     add_training_flags(p)
+    add_data_check_flag(p)
     add_resource_flags(p)
     p.add_argument(
         "opts",
@@ -85,6 +99,27 @@ def parser() -> argparse.ArgumentParser:
         help="config overrides, exactly as for opmask-train",
     )
     return p
+
+
+def add_data_check_flag(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--no-data-check",
+        action="store_true",
+        help="skip checking the datasets and MODEL.WEIGHTS here (when this host cannot see them)",
+    )
+
+
+def check_data(cfg, checked: set | None = None) -> None:
+    """The datasets and MODEL.WEIGHTS the job will read, checked on this host as opmask-train
+    checks them, before anything is written or submitted; ``checked`` skips repeats (sweeps)."""
+    key = (tuple(cfg.DATASETS.TRAIN), tuple(cfg.DATASETS.TEST), cfg.MODEL.WEIGHTS)
+    if checked is not None and key in checked:
+        return
+    if cfg.MODEL.WEIGHTS:
+        check_weights_file(cfg.MODEL.WEIGHTS)
+    check_datasets(cfg)
+    if checked is not None:
+        checked.add(key)
 
 
 def check_world(cfg, res: Resources) -> None:
@@ -103,6 +138,8 @@ def main(argv: list[str] | None = None) -> int:
         cfg = load_config(args.config_file, args.opts)
         run_dir = os.path.abspath(run_folder(cfg, args.exp_id, args.output_dir))
         check_world(cfg, res)
+        if not args.no_data_check:
+            check_data(cfg)
         if not args.local:
             check_partition(res.partition)
         folder = args.submitit_folder or os.path.join(run_dir, "slurm")

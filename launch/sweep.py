@@ -27,8 +27,8 @@ import sys
 from fvcore.common.config import CfgNode
 
 from opmask.cli.parser import OneLineParser
-from opmask.config import ConfigError, load_config
-from opmask.engine.checkpoint import CheckpointError, atomic_write_bytes
+from opmask.config import load_config
+from opmask.engine.checkpoint import atomic_write_bytes
 from opmask.engine.run_dir import RunFolderError, claim
 
 from .executor import (
@@ -41,7 +41,8 @@ from .executor import (
     submit_all,
 )
 from .job import TrainJob, read_attempts
-from .submit import check_world
+from .submit import ERRORS as SUBMIT_ERRORS
+from .submit import add_data_check_flag, check_data, check_world
 from .sweep_file import exp_id, expand_points, read_sweep_file
 from .sweep_report import collect, varied_keys, watch
 
@@ -124,8 +125,8 @@ def cmd_submit(args) -> int:
     for k, v in (spec.get("resources") or {}).items():
         if getattr(args, k, None) is None:  # the command line wins over the sweep file
             setattr(res, k, v)
+    points = _validated_points(spec, out, res, not args.no_data_check)  # local inputs first
     check_partition(res.partition)
-    points = _validated_points(spec, out, res)
     _claim_points(points)  # the first writes; rolled back if one fails
     manifest = {
         "name": spec["name"],
@@ -150,12 +151,14 @@ def cmd_submit(args) -> int:
     return 0
 
 
-def _validated_points(spec: dict, out: str, res: Resources) -> list[dict]:
+def _validated_points(spec: dict, out: str, res: Resources, data_check: bool) -> list[dict]:
     """Every point's config loaded and checked, its run folder free; nothing written."""
-    points, hparams = [], ["EXP.HPARAMS", repr(tuple(varied_keys(spec)))]
+    points, hparams, checked = [], ["EXP.HPARAMS", repr(tuple(varied_keys(spec)))], set()
     for i, overrides in enumerate(expand_points(spec)):
         cfg = load_config(spec["config"], _opts(overrides) + hparams)  # HParams: varied keys
         check_world(cfg, res)
+        if data_check:
+            check_data(cfg, checked)
         name = exp_id(overrides)
         run_dir = os.path.join(out, "runs", name)
         if os.path.isdir(run_dir) and os.listdir(run_dir):
@@ -350,6 +353,7 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("sweep_file")
     s.add_argument("--out", help="sweep folder (default sweeps/NAME)")
     s.add_argument("--dist-timeout", type=float, default=30.0, help="collective timeout (min)")
+    add_data_check_flag(s)
     add_resource_flags(s)
     for name, help_ in (
         ("status", "a table per point: state, progress, loss, ETA, AP, requeues"),
@@ -390,7 +394,7 @@ def main(argv: list[str] | None = None) -> int:
     }
     try:
         return commands[args.command](args)
-    except (ConfigError, RunFolderError, CheckpointError, LaunchError) as e:
+    except SUBMIT_ERRORS as e:
         print(f"opmask-sweep: error: {e}", file=sys.stderr)
         return 1
 

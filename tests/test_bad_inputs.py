@@ -600,6 +600,18 @@ def _launcher_cases() -> list[Case]:
         Case("sweep nodes 0", _sweep_file(resources={"nodes": 0}), 1, "resources.nodes"),
         Case("sweep bad yaml", _sweep_file("grid: {a: [1\n"), 1, "not valid YAML at line"),
         Case("sweep resume nothing", lambda ws: ["opmask-sweep", "resume", "nope"], 1, "nope"),
+        Case(
+            "submit dataset missing",
+            _submit("DATASETS.TRAIN", "('/nope/a.json:/nope',)"),
+            1,
+            "annotation file not found: /nope/a.json",
+        ),
+        Case(
+            "sweep dataset missing",
+            _sweep_file(grid={"DATASETS.TEST": ["('/nope/v.json:/nope',)"]}),
+            1,
+            "annotation file not found: /nope/v.json",
+        ),
     ]
 
 
