@@ -156,6 +156,7 @@ def _config_cases() -> list[Case]:
         ("EXP.PRINT_PERIOD", "0", "EXP.PRINT_PERIOD"),
         ("TEST.EVAL_PERIOD", "-1", "TEST.EVAL_PERIOD"),
         ("VIS_PERIOD", "-5", "VIS_PERIOD"),
+        ("EXP.HPARAMS", "['SOLVER.NOPE']", "EXP.HPARAMS names 'SOLVER.NOPE'"),
         ("SOLVER.STEPS", "(3, 1)", "SOLVER.STEPS"),
         ("SOLVER.STEPS", "(0,)", "SOLVER.STEPS"),
         ("SOLVER.GAMMA", "0", "SOLVER.GAMMA"),

@@ -259,6 +259,7 @@ CHECKS: dict[str, Check] = {
     "EXP.PRINT_PERIOD": period(off=False),
     "EXP.FOLDER_NAME": text(nonempty=True),
     "EXP.VIS_ROIS": NONNEG,
+    "EXP.HPARAMS": seq(text(nonempty=True)),
 }
 
 
@@ -275,9 +276,18 @@ def _unique_strong_ids(cfg: CfgNode) -> tuple[str, str] | None:
     return None
 
 
+def _hparams_are_keys(cfg: CfgNode) -> tuple[str, str] | None:
+    known = {k for k, _ in leaves(cfg)}
+    unknown = [k for k in cfg.EXP.HPARAMS if k not in known]
+    if unknown:
+        return "EXP.HPARAMS", f"names {unknown[0]!r}, which is not a config key"
+    return None
+
+
 CROSS_CHECKS: list[Callable[[CfgNode], "tuple[str, str] | None"]] = [
     _range_sampling,
     _unique_strong_ids,
+    _hparams_are_keys,
 ]
 
 
