@@ -8,7 +8,7 @@ from opmask.data.samplers import TrainingBatchSampler
 
 
 def _global(flags, ims_per_batch, world, start_iter=0, n=25, group=True):
-    """Iteration k's global batch: the ranks' batches concatenated in rank order."""
+    """Iteration k's global batch: rank r holds its elements r, r + W, ... (interleaved back)."""
     ranks = [
         itertools.islice(
             TrainingBatchSampler(
@@ -24,7 +24,7 @@ def _global(flags, ims_per_batch, world, start_iter=0, n=25, group=True):
         )
         for r in range(world)
     ]
-    return [sum(batches, []) for batches in zip(*ranks)]
+    return [[x for group in zip(*batches) for x in group] for batches in zip(*ranks)]
 
 
 def test_global_batches_do_not_depend_on_the_world_size():

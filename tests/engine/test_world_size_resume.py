@@ -37,7 +37,8 @@ def _global_batches(cfg, dicts, world: int, start_iter: int, n: int) -> list[lis
         for r in range(world)
     ]
     per_rank = [list(itertools.islice(iter(loader), n)) for loader in loaders]
-    return [sum(batches, []) for batches in zip(*per_rank)]
+    # rank r holds the global batch's elements r, r + W, ...: interleave them back
+    return [[x for group in zip(*batches) for x in group] for batches in zip(*per_rank)]
 
 
 def _same(a: list[dict], b: list[dict]) -> bool:
