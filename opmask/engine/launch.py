@@ -89,7 +89,9 @@ def launch(
     backend = backend_for(device)
     from_env = env_world()
     if from_env is not None and num_procs == 1 and num_machines == 1:
-        rank, world, local_rank = from_env  # a launcher asked for a process group: even of 1
+        rank, world, local_rank = from_env
+        if world == 1:
+            return fn(*args)
         _init(backend, "env://", world, rank, local_rank, timeout_min)
         try:
             return fn(*args)
