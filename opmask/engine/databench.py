@@ -31,12 +31,21 @@ def memory_kb(pid: int) -> dict[str, int]:
 
 
 def children(pid: int) -> list[int]:
-    """Child process ids of ``pid`` (the loader workers)."""
+    """Child process ids of ``pid`` that are loader workers (not, e.g., multiprocessing's
+    resource tracker, which a spawn-started loader may start as a child too)."""
     kids = []
     for tid in os.listdir(f"/proc/{pid}/task"):
         with open(f"/proc/{pid}/task/{tid}/children") as f:
             kids += [int(x) for x in f.read().split()]
-    return sorted(kids)
+    return sorted(k for k in kids if not _is_resource_tracker(k))
+
+
+def _is_resource_tracker(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            return b"resource_tracker" in f.read()
+    except OSError:
+        return False
 
 
 def _snapshot() -> dict:
