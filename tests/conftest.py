@@ -49,6 +49,18 @@ TINY = [
 ]
 
 
+@pytest.fixture(autouse=True)
+def _restore_torch_threads():
+    """A test that sets torch's thread count (to run single-threaded) must not change it for the
+    tests after it: bitwise comparisons with subprocesses (e.g. the SLURM resume test) need the
+    same count in both."""
+    import torch
+
+    threads = torch.get_num_threads()
+    yield
+    torch.set_num_threads(threads)
+
+
 @pytest.fixture(scope="session", autouse=True)
 def _dataset_index_cache(tmp_path_factory):
     """Dataset index caches of the whole session (subprocesses too) in a temporary folder, not in
