@@ -84,7 +84,8 @@ def matrix(rep: Report, env: dict, a) -> None:
     rep.add("\n## 4. Benchmark matrix (`opmask-bench --matrix`)\n")
     cmd = [sys.executable, "-m", "opmask.cli.bench", "--matrix", "--device", a.device,
            "--height", str(a.height), "--width", str(a.width), "--batch", str(a.batch),
-           "--steps", str(a.steps), "--warmup", str(a.warmup), "--precisions", a.precisions]  # fmt: skip
+           "--steps", str(a.steps), "--warmup", str(a.warmup),
+           "--precisions", a.precisions]  # fmt: skip
     if not a.full_matrix:  # CPU-sized: NCHW only, 32 RoIs per image, no compiled row
         cmd += ["--no-compile", "--no-channels-last", "--roi-batch", "32"]
     rep.add("```")
