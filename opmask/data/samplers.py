@@ -5,9 +5,10 @@ The global batch of iteration ``k`` (all ranks' images together) is a pure funct
 from the one global stream (grouped by aspect ratio there), and rank ``r`` of ``W`` takes its
 elements ``r, r + W, r + 2W, ...`` (at world size W with grouping off, the pairing of images
 within a rank, hence their padding, is what it was before global batches). Resuming at
-iteration ``k`` replays the index arithmetic (no image is read) and continues with exactly the batches an uninterrupted run would have seen. Each element
-is ``(index, position)``; ``position`` in the global stream seeds that sample's augmentation, so
-augmentations depend neither on loader workers nor on the number of processes.
+iteration ``k`` replays the index arithmetic (no image is read) and continues with exactly the
+batches an uninterrupted run would have seen. Each element is ``(index, position)``;
+``position`` in the global stream seeds that sample's augmentation, so augmentations depend
+neither on loader workers nor on the number of processes.
 """
 
 from __future__ import annotations
