@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Quick-start tests: set up (pip, and Debian's SLURM/munge/MariaDB for the launcher tests, which
-# start a real throw-away cluster), then run the whole test suite (CPU only; about 10 minutes on
+# start a real throw-away cluster), then run the whole test suite (CPU only; about 30 minutes on
 # 2 cores).
 set -euo pipefail
 cd "$(dirname "$0")/.."
