@@ -83,18 +83,23 @@ _HELP = {
 }
 
 
+def read_yaml(path: str):
+    """A YAML file's content; invalid YAML is a LaunchError naming the file and line."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            return yaml.safe_load(f)
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f" at line {mark.line + 1}" if mark is not None else ""
+        raise LaunchError(f"{path}: not valid YAML{where}: {getattr(e, 'problem', e)}") from None
+
+
 def load_profile(name: str) -> dict:
     path = name if name.endswith((".yaml", ".yml")) else os.path.join(PROFILE_DIR, name + ".yaml")
     if not os.path.isfile(path):
         known = sorted(f[:-5] for f in os.listdir(PROFILE_DIR) if f.endswith(".yaml"))
         raise LaunchError(f"cluster profile not found: {path} (known: {', '.join(known)})")
-    try:
-        with open(path, encoding="utf-8") as f:
-            data = yaml.safe_load(f)
-    except yaml.YAMLError as e:
-        mark = getattr(e, "problem_mark", None)
-        where = f" at line {mark.line + 1}" if mark is not None else ""
-        raise LaunchError(f"{path}: not valid YAML{where}: {getattr(e, 'problem', e)}") from None
+    data = read_yaml(path)
     data = {} if data is None else data
     if not isinstance(data, dict):
         raise LaunchError(f"{path}: a profile is a mapping of resource keys, got {_kind(data)}")

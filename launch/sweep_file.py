@@ -8,9 +8,7 @@ import json
 import os
 import re
 
-import yaml
-
-from .executor import LaunchError, Resources, check_resource
+from .executor import LaunchError, Resources, check_resource, read_yaml
 
 
 def exp_id(overrides: dict) -> str:
@@ -32,13 +30,7 @@ def expand_points(spec: dict) -> list[dict]:
 def read_sweep_file(path: str) -> dict:
     if not os.path.isfile(path):
         raise LaunchError(f"sweep file not found: {path}")
-    try:
-        with open(path, encoding="utf-8") as f:
-            spec = yaml.safe_load(f)
-    except yaml.YAMLError as e:
-        mark = getattr(e, "problem_mark", None)
-        where = f" at line {mark.line + 1}" if mark is not None else ""
-        raise LaunchError(f"{path}: not valid YAML{where}: {getattr(e, 'problem', e)}") from None
+    spec = read_yaml(path)
     if not isinstance(spec, dict) or "config" not in spec:
         raise LaunchError(f"{path}: a sweep file needs at least 'config' (and 'grid' or 'points')")
     unknown = sorted(set(spec) - {"name", "config", "overrides", "grid", "points", "resources"})
