@@ -3,7 +3,7 @@
 Generates the synthetic shapes dataset if missing (or uses any COCO-format dataset given with
 --train/--val), trains the class-agnostic Mask R-CNN baseline and OPMask with the same schedule
 (exactly as ``opmask-train`` would), evaluates both, measures each mask head on the ground-truth
-boxes (python -m opmask.evaluation.gt_boxes), prints the comparison and writes it to
+boxes (opmask-diagnose), prints the comparison and writes it to
 ``OUT/summary.json``. With --pretrain-iters N, a shared first stage trains the baseline for N
 iterations (boxes of all classes, masks of the strong classes only) and both models start from
 its backbone + FPN (the CPU analogue of the paper's ImageNet start). Re-running it continues or
@@ -21,7 +21,7 @@ import time
 
 from ..data.catalog import BUILTIN, datasets_root, load_dataset
 from ..data.coco import DatasetError
-from ..engine.checkpoint import atomic_write_bytes
+from ..utils.fs import atomic_write_bytes
 from .parser import OneLineParser
 
 REPO_CONFIGS = os.path.join(
@@ -202,7 +202,7 @@ def parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     from ..data.splits import SplitError
-    from ..evaluation.gt_boxes import diagnose_run
+    from ..engine.diagnose import diagnose_run
     from . import train as train_cli
 
     start = time.perf_counter()

@@ -15,7 +15,7 @@ from ..config import ConfigError, check_device, load_config
 from ..data.build import check_datasets
 from ..data.coco import DatasetError
 from ..data.splits import SplitError
-from ..engine import comm, exit_codes, preempt
+from ..engine import exit_codes, preempt
 from ..engine.checkpoint import CheckpointError
 from ..engine.launch import launch
 from ..engine.run_dir import (
@@ -28,6 +28,7 @@ from ..engine.run_dir import (
 )
 from ..engine.train_loop import CheckpointedExit, NonFiniteLossError, evaluate_only, train
 from ..modeling.weights import UnsafeWeightsError, check_weights_file
+from ..utils import comm
 from .parser import OneLineParser
 
 logger = logging.getLogger("opmask.train")

@@ -21,13 +21,13 @@ import logging
 import os
 import random
 import re
-import secrets
 import threading
 
 import numpy as np
 import torch
 
-from ..safeload import refusal_reason
+from ..utils.fs import atomic_write_bytes, durable_tmp, publish
+from ..utils.safeload import refusal_reason
 
 logger = logging.getLogger(__name__)
 
@@ -42,51 +42,6 @@ def periodic_iteration(name: str) -> int | None:
 
 class CheckpointError(RuntimeError):
     """No usable checkpoint, or an incompatible one."""
-
-
-TMP_PREFIX = ".tmp-"
-
-
-def atomic_write_bytes(path: str, data: bytes) -> None:
-    """Write ``data`` to ``path`` so readers see the old file or the whole new one, never a part.
-
-    The file's mode follows the user's umask (like any file ``open`` creates).
-    """
-    tmp = _durable_tmp(path, data)
-    _publish(tmp, path)
-
-
-def _durable_tmp(path: str, data: bytes) -> str:
-    """``data`` in a fsynced temporary file beside ``path``; returns its path."""
-    folder = os.path.dirname(os.path.abspath(path))
-    name = f"{TMP_PREFIX}{os.path.basename(path)}.{os.getpid()}.{secrets.token_hex(4)}"
-    tmp = os.path.join(folder, name)
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-    except BaseException:
-        os.unlink(tmp)
-        raise
-    return tmp
-
-
-def _publish(tmp: str, path: str) -> None:
-    """Rename the durable ``tmp`` to ``path`` and make the rename durable."""
-    try:
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-    folder = os.path.dirname(os.path.abspath(path))
-    dir_fd = os.open(folder, os.O_RDONLY)
-    try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)
 
 
 def capture_rng() -> dict:
@@ -176,7 +131,7 @@ class Checkpointer:
         buf = io.BytesIO()
         torch.save(state, buf)
         data = buf.getvalue()
-        tmp = _durable_tmp(self.path(name), data)
+        tmp = durable_tmp(self.path(name), data)
         try:
             atomic_write_bytes(
                 self.path(name + ".sha256"), hashlib.sha256(data).hexdigest().encode()
@@ -184,7 +139,7 @@ class Checkpointer:
         except BaseException:
             os.unlink(tmp)
             raise
-        _publish(tmp, self.path(name))
+        publish(tmp, self.path(name))
         atomic_write_bytes(self.path("last_checkpoint"), name.encode())
         logger.info("Saved checkpoint %s", self.path(name))
         self._retain()

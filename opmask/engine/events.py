@@ -23,7 +23,7 @@ from typing import Iterable
 import torch
 
 from ..config import ConfigError
-from .checkpoint import atomic_write_bytes
+from ..utils.fs import atomic_write_bytes
 
 logger = logging.getLogger("opmask.train")
 

@@ -7,7 +7,8 @@ import os
 from ..config import load_config
 from ..modeling import build_model
 from ..modeling.weights import detectron2_file
-from .checkpoint import Checkpointer, CheckpointError, atomic_write_bytes
+from ..utils.fs import atomic_write_bytes
+from .checkpoint import Checkpointer, CheckpointError
 from .run_dir import RunFolderError
 
 FORMATS = ("detectron2",)

@@ -21,8 +21,9 @@ from fvcore.common.config import CfgNode
 
 from ..config import config_diff
 from ..data.catalog import short_name
-from . import comm
-from .checkpoint import TMP_PREFIX, Checkpointer, atomic_write_bytes
+from ..utils import comm
+from ..utils.fs import TMP_PREFIX, atomic_write_bytes
+from .checkpoint import Checkpointer
 
 logger = logging.getLogger("opmask.run_dir")
 

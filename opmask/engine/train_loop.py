@@ -25,7 +25,8 @@ from ..data.coco import DatasetError, DatasetInfo
 from ..evaluation.coco_eval import evaluate
 from ..modeling import build_model
 from ..modeling.weights import load_weights
-from . import comm, preempt
+from ..utils import comm
+from . import preempt
 from .backends import backends_from_cfg
 from .checkpoint import Checkpointer, CheckpointError, capture_rng, restore_rng
 from .events import EventWriter, hparams_from_cfg

@@ -17,8 +17,8 @@ from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 
 from ..data.masks import mask_to_rle
-from ..engine import comm
-from ..engine.checkpoint import atomic_write_bytes
+from ..utils import comm
+from ..utils.fs import atomic_write_bytes
 
 logger = logging.getLogger(__name__)
 

@@ -5,26 +5,15 @@ the prior), only the mask head is judged. For the strong and the weak classes se
 reports the mean mask IoU (prediction >= 0.5 vs GT mask), the mean IoU of the OMP alone
 thresholded at 0.5 (OPMask only: how much the prior already knows), and the box head's
 classification accuracy on the GT boxes.
-
-    python -m opmask.evaluation.gt_boxes RUN_DIR      # newest valid checkpoint, first test set
+On a run folder: ``opmask-diagnose RUN_DIR`` (``opmask.engine.diagnose``).
 """
 
 from __future__ import annotations
 
-import argparse
-import json
-import os
-import sys
 from collections import defaultdict
 
 import numpy as np
 import torch
-
-from ..config import load_config
-from ..data.build import load_datasets, strong_ids_from_cfg
-from ..data.mapper import DatasetMapper
-from ..engine.checkpoint import Checkpointer, CheckpointError, atomic_write_bytes
-from ..modeling import build_model
 
 NAMES = (
     ("mask_iou", "mask IoU"),
@@ -80,48 +69,3 @@ def format_table(res: dict[str, float]) -> str:
             )
             rows.append(f"{name:<26}{cells}")
     return "\n".join(rows)
-
-
-def diagnose_run(run_dir: str) -> tuple[dict[str, float], str]:
-    """Diagnostics of the newest valid checkpoint of ``run_dir`` on its first test dataset,
-    written to ``inference/{dataset}/gt_box_diagnostics.json``; returns (results, that path)."""
-    cfg = load_config(os.path.join(run_dir, "config.yaml"))
-    dicts, info = load_datasets(cfg.DATASETS.TEST[:1])
-    found = Checkpointer(os.path.join(run_dir, "models")).load_latest_valid()
-    if found is None:
-        raise CheckpointError(f"{run_dir}/models: no valid checkpoint")
-    model = build_model(cfg)
-    model.load_state_dict(found[1]["model"])
-    mapper = DatasetMapper(
-        is_train=True,
-        min_sizes=[cfg.INPUT.MIN_SIZE_TEST],
-        max_size=cfg.INPUT.MAX_SIZE_TEST,
-        image_format=cfg.INPUT.FORMAT,
-        mask_format="bitmask",
-    )
-    strong = {info.category_ids.index(c) + 1 for c in strong_ids_from_cfg(cfg, info)}
-    res = gt_box_diagnostics(model, dicts, mapper, strong)
-    out = os.path.join(run_dir, "inference", info.name, "gt_box_diagnostics.json")
-    os.makedirs(os.path.dirname(out), exist_ok=True)
-    atomic_write_bytes(out, json.dumps({"checkpoint": found[0], **res}, indent=1).encode())
-    return res, out
-
-
-def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(
-        prog="python -m opmask.evaluation.gt_boxes",
-        description=__doc__.split("\n\n")[1],
-    )
-    p.add_argument("run_dir", help="a run folder of opmask-train (config.yaml + models/)")
-    args = p.parse_args(argv)
-    try:
-        res, out = diagnose_run(args.run_dir)
-    except (CheckpointError, FileNotFoundError, ValueError) as e:
-        print(f"gt_boxes: error: {e}", file=sys.stderr)
-        return 1
-    print(f"{format_table(res)}\n\nwritten {out}")
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -27,7 +27,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..safeload import check_tensors, check_weights_path, refusal_reason
+from ..utils.safeload import check_tensors, check_weights_path, refusal_reason
 from .detectron2_names import detectron2_aliases, from_detectron2_value, to_detectron2
 
 logger = logging.getLogger(__name__)

@@ -9,8 +9,8 @@ import sys
 import torch
 
 from opmask.config import load_config
-from opmask.engine import comm
 from opmask.engine.train_loop import train
+from opmask.utils import comm
 
 from ..conftest import SHAPES_OPMASK, TINY
 

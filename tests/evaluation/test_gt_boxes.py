@@ -64,13 +64,13 @@ def test_cli_writes_json_next_to_the_evaluation(shapes_env, tmp_path):
         str(tmp_path),
     )
     assert train.returncode == 0, train.stderr[-2000:]
-    proc = run_cli(["opmask.evaluation.gt_boxes", str(run)], shapes_env, str(tmp_path))
+    proc = run_cli(["opmask.cli.diagnose", str(run)], shapes_env, str(tmp_path))
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert "mask IoU" in proc.stdout and "OMP >= 0.5 IoU" in proc.stdout
     found = list(run.glob("inference/*/gt_box_diagnostics.json"))
     assert len(found) == 1
     data = json.loads(found[0].read_text())
     assert data["checkpoint"].endswith("model_final.pth") and "mask_iou_weak" in data
-    missing = run_cli(["opmask.evaluation.gt_boxes", str(tmp_path / "nope")], shapes_env, ".")
+    missing = run_cli(["opmask.cli.diagnose", str(tmp_path / "nope")], shapes_env, ".")
     assert missing.returncode == 1 and "error:" in missing.stderr
     assert "Traceback" not in missing.stderr

@@ -1,0 +1,35 @@
+"""``opmask-diagnose RUN_DIR``: how well a trained run segments when boxes and classes are given
+(mask IoU, OMP IoU and classification accuracy on GT boxes, strong vs weak classes)."""
+
+from __future__ import annotations
+
+import sys
+
+from ..config import ConfigError
+from ..data.coco import DatasetError
+from ..engine.checkpoint import CheckpointError
+from ..engine.diagnose import diagnose_run
+from ..evaluation.gt_boxes import format_table
+from .parser import OneLineParser
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = OneLineParser(
+        prog="opmask-diagnose",
+        description=__doc__.split(": ", 1)[1],
+        epilog="writes inference/{dataset}/gt_box_diagnostics.json in the run folder; "
+        "exit codes: 0 written, 1 bad input (not a run folder, no valid checkpoint).",
+    )
+    p.add_argument("run_dir", help="a run folder of opmask-train (config.yaml + models/)")
+    args = p.parse_args(argv)
+    try:
+        res, out = diagnose_run(args.run_dir)
+    except (ConfigError, DatasetError, CheckpointError, FileNotFoundError) as e:
+        print(f"opmask-diagnose: error: {e}", file=sys.stderr)
+        return 1
+    print(f"{format_table(res)}\n\nwritten {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
