@@ -17,10 +17,11 @@ from opmask.config import ConfigError, load_config
 from opmask.data.build import check_datasets
 from opmask.data.coco import DatasetError
 from opmask.data.splits import SplitError
-from opmask.engine.checkpoint import CheckpointError, atomic_write_bytes
+from opmask.engine.checkpoint import CheckpointError
 from opmask.engine.run_dir import RunFolderError, claim, run_folder
 from opmask.modeling.weights import UnsafeWeightsError, check_weights_file
-from opmask.safeload import WeightsFileError
+from opmask.utils.fs import atomic_write_bytes
+from opmask.utils.safeload import WeightsFileError
 
 from .executor import (
     LaunchError,

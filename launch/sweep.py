@@ -28,8 +28,8 @@ from fvcore.common.config import CfgNode
 
 from opmask.cli.parser import OneLineParser
 from opmask.config import load_config
-from opmask.engine.checkpoint import atomic_write_bytes
 from opmask.engine.run_dir import RunFolderError, claim
+from opmask.utils.fs import atomic_write_bytes
 
 from .executor import (
     LaunchError,

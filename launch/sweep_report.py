@@ -19,7 +19,7 @@ from typing import Callable
 
 from PIL import Image, ImageDraw
 
-from opmask.engine.checkpoint import atomic_write_bytes
+from opmask.utils.fs import atomic_write_bytes
 
 COLORS = [
     (31, 119, 180),
