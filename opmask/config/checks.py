@@ -16,12 +16,14 @@ from typing import Any, Callable, Iterator
 
 from fvcore.common.config import CfgNode
 
+from ..utils.errors import OPMaskInputError
+
 logger = logging.getLogger(__name__)
 
 Check = Callable[[Any], "str | None"]
 
 
-class ConfigError(ValueError):
+class ConfigError(OPMaskInputError):
     """A config file, key or value is wrong; the message names which."""
 
 

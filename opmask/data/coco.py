@@ -16,8 +16,9 @@ import math
 import os
 from collections import Counter
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Iterable, Sequence
 
+from ..utils.errors import OPMaskInputError
 from .masks import is_polygon, valid_polygons
 
 logger = logging.getLogger(__name__)
@@ -27,7 +28,7 @@ BOX_SLACK_PX = 1.0
 BOX_SLACK_FRACTION = 0.05
 
 
-class DatasetError(ValueError):
+class DatasetError(OPMaskInputError):
     """A dataset file is malformed; the message names the file, image id or category."""
 
 
@@ -44,6 +45,26 @@ class DatasetInfo:
     dropped: Counter = field(default_factory=Counter)
     # why the file cannot be COCOeval's ground truth (None: it can); checked for test sets
     not_evaluable: str | None = None
+
+    # The one place that maps category ids to the model's labels and back.
+    def labels(self, category_ids: Iterable[int]) -> list[int]:
+        """Original category ids -> the model's labels (1..K; 0 is background)."""
+        index = index_of_ids(self.category_ids)
+        return [label_of_index(index[c]) for c in category_ids]
+
+    def category_id(self, label: int) -> int:
+        """The model's label (1..K) -> the original category id."""
+        return self.category_ids[label - 1]
+
+
+def index_of_ids(category_ids: Sequence[int]) -> dict[int, int]:
+    """Sorted original category ids -> contiguous indices 0..K-1 (what the loaded dicts hold)."""
+    return {c: i for i, c in enumerate(category_ids)}
+
+
+def label_of_index(index: int) -> int:
+    """A contiguous index 0..K-1 -> the model's label 1..K (label 0 is background)."""
+    return index + 1
 
 
 def _is_int(v: Any) -> bool:
@@ -249,7 +270,7 @@ def load_coco_json(
     """
     data = _read_json(json_file)
     cats = _check_categories(json_file, data["categories"])
-    id_map = {c["id"]: i for i, c in enumerate(cats)}
+    id_map = index_of_ids([c["id"] for c in cats])
     info = DatasetInfo(
         name=name,
         json_file=json_file,

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Sequence
 
+from ..utils.errors import OPMaskInputError
+
 # The 80 COCO category ids in sorted order (contiguous index i <-> COCO_IDS[i]).
 COCO_IDS = (
     1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 13, 14, 15, 16, 17, 18, 19, 20, 21, 22, 23, 24, 25, 27, 28,
@@ -20,7 +22,7 @@ COCO_SPLITS = ("voc", "nvoc", "40_classes_inc", "")
 DATASET_SPLIT = "dataset"
 
 
-class SplitError(ValueError):
+class SplitError(OPMaskInputError):
     """The requested split does not fit the dataset."""
 
 

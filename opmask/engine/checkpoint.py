@@ -26,6 +26,7 @@ import threading
 import numpy as np
 import torch
 
+from ..utils.errors import OPMaskInputError
 from ..utils.fs import atomic_write_bytes, durable_tmp, publish
 from ..utils.safeload import refusal_reason
 
@@ -40,7 +41,7 @@ def periodic_iteration(name: str) -> int | None:
     return int(m.group(1)) if m else None
 
 
-class CheckpointError(RuntimeError):
+class CheckpointError(OPMaskInputError, RuntimeError):
     """No usable checkpoint, or an incompatible one."""
 
 

@@ -22,6 +22,7 @@ from fvcore.common.config import CfgNode
 from ..config import config_diff
 from ..data.catalog import short_name
 from ..utils import comm
+from ..utils.errors import OPMaskInputError
 from ..utils.fs import TMP_PREFIX, atomic_write_bytes
 from .checkpoint import Checkpointer
 
@@ -50,7 +51,7 @@ RESUME_SAFE_KEYS = {
 }
 
 
-class RunFolderError(RuntimeError):
+class RunFolderError(OPMaskInputError, RuntimeError):
     """The run folder cannot be used as asked (exists, unwritable, incompatible config)."""
 
 

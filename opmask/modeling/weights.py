@@ -27,6 +27,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from ..utils.errors import OPMaskInputError
 from ..utils.safeload import check_tensors, check_weights_path, refusal_reason
 from .detectron2_names import detectron2_aliases, from_detectron2_value, to_detectron2
 
@@ -35,7 +36,7 @@ logger = logging.getLogger(__name__)
 BODY = "backbone.fpn.body."  # where the ResNet lives inside OPMask
 
 
-class UnsafeWeightsError(ValueError):
+class UnsafeWeightsError(OPMaskInputError):
     """The file asks to run code (or cannot be read as weights)."""
 
 

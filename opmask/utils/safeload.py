@@ -13,12 +13,14 @@ import re
 
 import torch
 
+from .errors import OPMaskInputError
+
 # Lines of torch's message that advise unsafe loading or point elsewhere: never shown.
 _ADVICE = re.compile(r"weights_only|arbitrary code|documentation|add_safe_globals", re.I)
 _REASON = re.compile(r"unsupported (global|operand)", re.I)
 
 
-class WeightsFileError(ValueError):
+class WeightsFileError(OPMaskInputError):
     """A weights file is missing, not a file, or holds something other than named tensors."""
 
 
