@@ -30,10 +30,6 @@ from opmask.engine.solver import build_lr_scheduler, build_optimizer, clip_gradi
 from opmask.modeling import build_model
 
 
-def _labels(info, ids):
-    return [info.category_ids.index(c) + 1 for c in ids]
-
-
 class RoIRecorder:
     """Wraps the model's RoI sampler and box predictor to keep the last batch's labels/logits."""
 
@@ -132,7 +128,7 @@ def main(argv=None) -> int:
     dicts, info = load_datasets(cfg.DATASETS.TRAIN)
     val, _ = load_datasets(cfg.DATASETS.TEST[:1])
     torch.manual_seed(cfg.SEED)
-    model = build_model(cfg, strong_classes=_labels(info, strong_ids_from_cfg(cfg, info)))
+    model = build_model(cfg, strong_classes=info.labels(strong_ids_from_cfg(cfg, info)))
     rec = RoIRecorder(model)
     opt = build_optimizer(cfg, model)
     sched = build_lr_scheduler(cfg, opt)

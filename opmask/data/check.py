@@ -22,6 +22,7 @@ from .coco import (
     _check_image,
     _group_annotations,
     _read_json,
+    index_of_ids,
 )
 from .index import cache_path, json_key
 from .masks import is_polygon, valid_polygons
@@ -103,7 +104,7 @@ def check_dataset(
     """
     data = _read_json(json_file)
     cats = _check_categories(json_file, data["categories"])
-    id_map = {c["id"]: i for i, c in enumerate(cats)}
+    id_map = index_of_ids([c["id"] for c in cats])
     report = CheckReport(json_file)
     images, seen = {}, set()
     for i, img in enumerate(data["images"]):

@@ -8,7 +8,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from .coco import DatasetError
+from .coco import DatasetError, label_of_index
 from .masks import InstanceMasks, is_polygon, segm_to_mask, transform_polygons
 
 
@@ -114,7 +114,9 @@ class DatasetMapper:
         inst = InstanceMasks(masks, (h, w))
         return {
             "boxes": boxes,
-            "labels": torch.tensor([a["category_id"] + 1 for a in annos], dtype=torch.int64),
+            "labels": torch.tensor(
+                [label_of_index(a["category_id"]) for a in annos], dtype=torch.int64
+            ),
             "masks": inst.to_bitmasks() if self.mask_format == "bitmask" else inst,
             "has_mask": has_mask,
         }

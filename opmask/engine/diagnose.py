@@ -31,7 +31,7 @@ def diagnose_run(run_dir: str) -> tuple[dict[str, float], str]:
         image_format=cfg.INPUT.FORMAT,
         mask_format="bitmask",
     )
-    strong = {info.category_ids.index(c) + 1 for c in strong_ids_from_cfg(cfg, info)}
+    strong = set(info.labels(strong_ids_from_cfg(cfg, info)))
     res = gt_box_diagnostics(model, dicts, mapper, strong)
     out = os.path.join(run_dir, "inference", info.name, "gt_box_diagnostics.json")
     os.makedirs(os.path.dirname(out), exist_ok=True)

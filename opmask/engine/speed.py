@@ -192,7 +192,7 @@ def data_and_eval(steps: int, eval_images: int) -> tuple[float, float, float]:
         model,
         build_test_loader(cfg, val[:eval_images]),
         gt_json=vinfo.json_file,
-        category_ids=vinfo.category_ids,
+        category_id_of=vinfo.category_id,
         strong_ids=[1, 2, 4, 8],
         out_dir=None,
     )

@@ -24,6 +24,7 @@ from ..data.build import (
 from ..data.coco import DatasetError, DatasetInfo
 from ..evaluation.coco_eval import evaluate
 from ..modeling import build_model
+from ..modeling.build import resolve_device
 from ..modeling.weights import load_weights
 from ..utils import comm
 from . import preempt
@@ -58,12 +59,11 @@ def train(cfg, run_dir: str, *, resume: bool, after_step: Callable | None = None
     check_num_classes(cfg, info)
     backends_from_cfg(cfg)
     _seed_everything(cfg.SEED)  # same initial weights on every rank and every run
-    model = build_model(cfg, strong_classes=_labels(strong_ids_from_cfg(cfg, info), info))
+    device = resolve_device(cfg.MODEL.DEVICE)
+    model = build_model(cfg, strong_classes=info.labels(strong_ids_from_cfg(cfg, info)))
     optimizer = build_optimizer(cfg, model)
     scheduler = build_lr_scheduler(cfg, optimizer)
-    scaler = torch.amp.GradScaler(
-        model.pixel_mean.device.type, enabled=_amp_dtype(cfg) == torch.float16
-    )
+    scaler = torch.amp.GradScaler(device.type, enabled=_amp_dtype(cfg) == torch.float16)
     ckpt = Checkpointer(os.path.join(run_dir, "models"), cfg.SOLVER.MAX_TO_KEEP)
     start_iter = _resume(ckpt, model, optimizer, scheduler, scaler) if resume else 0
     if start_iter == 0:
@@ -71,7 +71,7 @@ def train(cfg, run_dir: str, *, resume: bool, after_step: Callable | None = None
         if cfg.MODEL.WEIGHTS:
             load_weights(model, cfg.MODEL.WEIGHTS)
     evaluator = Evaluator(cfg, info, run_dir)
-    ddp = _wrap(model)
+    ddp = _wrap(model, device)
     loader = build_train_loader(
         cfg,
         dicts,
@@ -91,7 +91,7 @@ def train(cfg, run_dir: str, *, resume: bool, after_step: Callable | None = None
         start_iter,
         max_iter,
         run_dir,
-        comm.describe(model.pixel_mean.device),
+        comm.describe(device),
     )
     data = iter(loader)
     try:
@@ -100,7 +100,7 @@ def train(cfg, run_dir: str, *, resume: bool, after_step: Callable | None = None
             batch = next(data)
             t_data = time.perf_counter() - t0
             vis = cfg.VIS_PERIOD > 0 and it % cfg.VIS_PERIOD == 0
-            with _autocast(cfg, model):
+            with _autocast(cfg, device):
                 losses, extras = ddp(batch)
             optimizer.zero_grad(set_to_none=True)
             scaler.scale(sum(losses.values())).backward()
@@ -188,7 +188,7 @@ class Evaluator:
                 model,
                 loader,
                 gt_json=info.json_file,
-                category_ids=info.category_ids,
+                category_id_of=info.category_id,
                 strong_ids=strong,
                 out_dir=folder if comm.is_main_process() else None,
                 evaluator=self.cfg.TEST.EVALUATOR,
@@ -198,11 +198,6 @@ class Evaluator:
 
 
 # ---------------------------------------------------------------------- helpers of the loop
-def _labels(category_ids: list[int], info: DatasetInfo) -> list[int]:
-    """Dataset category ids -> model labels (1..K)."""
-    return [info.category_ids.index(c) + 1 for c in category_ids]
-
-
 def _roi_images(cfg, extras: dict, batch: list[dict], info: DatasetInfo) -> list:
     images = [x["image"] for x in batch]
     bgr = cfg.INPUT.FORMAT == "BGR"
@@ -215,11 +210,12 @@ def _seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def _wrap(model):
+def _wrap(model, device: torch.device):
     if comm.get_world_size() == 1:
         return model
-    dev = model.pixel_mean.device
-    return DistributedDataParallel(model, device_ids=[dev.index] if dev.type == "cuda" else None)
+    return DistributedDataParallel(
+        model, device_ids=[device.index] if device.type == "cuda" else None
+    )
 
 
 def _amp_dtype(cfg):
@@ -233,11 +229,11 @@ def _amp_dtype(cfg):
     return dtypes[cfg.SOLVER.AMP.DTYPE]
 
 
-def _autocast(cfg, model):
+def _autocast(cfg, device: torch.device):
     dtype = _amp_dtype(cfg)
     if dtype is None:
         return contextlib.nullcontext()
-    return torch.autocast(model.pixel_mean.device.type, dtype=dtype)
+    return torch.autocast(device.type, dtype=dtype)
 
 
 def _nonfinite_message(it: int, losses: dict) -> str:

@@ -10,6 +10,7 @@ import json
 import logging
 import os
 import time
+from typing import Callable
 
 import numpy as np
 import torch
@@ -39,8 +40,9 @@ def coco_backend(evaluator: str) -> tuple[type, type]:
     raise ValueError(f"TEST.EVALUATOR must be one of {EVALUATORS}, got {evaluator!r}")
 
 
-def predictions_to_coco(output: dict, image_id, category_ids: list[int]) -> list[dict]:
-    """One image's model output -> COCO result entries (boxes xywh, masks as RLE at 0.5)."""
+def predictions_to_coco(output: dict, image_id, category_id_of: Callable[[int], int]) -> list[dict]:
+    """One image's model output -> COCO result entries (boxes xywh, masks as RLE at 0.5);
+    ``category_id_of``: model label -> category id (``DatasetInfo.category_id``)."""
     boxes = output["boxes"].detach().cpu().numpy()
     scores = output["scores"].detach().cpu().tolist()
     labels = output["labels"].detach().cpu().tolist()
@@ -51,7 +53,7 @@ def predictions_to_coco(output: dict, image_id, category_ids: list[int]) -> list
         x0, y0, x1, y1 = (float(v) for v in box)
         entry = {
             "image_id": image_id,
-            "category_id": category_ids[label - 1],
+            "category_id": category_id_of(label),
             "bbox": [x0, y0, x1 - x0, y1 - y0],
             "score": float(score),
         }
@@ -62,14 +64,14 @@ def predictions_to_coco(output: dict, image_id, category_ids: list[int]) -> list
 
 
 @torch.no_grad()
-def run_inference(model, loader, category_ids: list[int]) -> list[dict]:
+def run_inference(model, loader, category_id_of: Callable[[int], int]) -> list[dict]:
     """COCO results of this rank's shard, gathered on every rank (rank order)."""
     was_training = model.training
     model.eval()
     results, start = [], time.perf_counter()
     for i, batch in enumerate(loader):
         for x, out in zip(batch, model(batch)):
-            results += predictions_to_coco(out, x["image_id"], category_ids)
+            results += predictions_to_coco(out, x["image_id"], category_id_of)
         if (i + 1) % 50 == 0:
             logger.info(
                 "Inference %d/%d images, %.3f s/img",
@@ -154,14 +156,14 @@ def evaluate(
     loader,
     *,
     gt_json: str,
-    category_ids: list[int],
+    category_id_of: Callable[[int], int],
     strong_ids: list[int],
     out_dir: str | None,
     evaluator: str = "pycocotools",
 ) -> dict:
     """Run inference, evaluate on the main process, write JSON files, print the table."""
     start = time.perf_counter()
-    results = run_inference(model, loader, category_ids)
+    results = run_inference(model, loader, category_id_of)
     if not comm.is_main_process():
         return {}
     t_eval = time.perf_counter()

@@ -97,9 +97,12 @@ def build_mask_head(cfg, channels: int) -> nn.Module:
 
 
 def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
+    """``MODEL.DEVICE`` -> the device of this process: "auto" is cuda when available, else cpu;
+    a cuda device without an index is this process's current one (``launch`` sets it per rank)."""
+    dev = torch.device(("cuda" if torch.cuda.is_available() else "cpu") if name == "auto" else name)
+    if dev.type == "cuda" and dev.index is None:
+        dev = torch.device("cuda", torch.cuda.current_device())
+    return dev
 
 
 def build_model(cfg, strong_classes: Sequence[int] | None = None) -> OPMask:
