@@ -15,10 +15,7 @@ import submitit
 import yaml
 from submitit.core.utils import FailedJobError
 
-PROFILE_DIR = os.path.join(
-    os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "slurm", "profiles"
-)
-
+from opmask.utils.resources import profile_names, profile_path
 
 # Every job: append to its logs across requeues, and let SLURM requeue it.
 _SBATCH_EXTRA = {"open-mode": "append", "requeue": True}
@@ -95,10 +92,18 @@ def read_yaml(path: str):
 
 
 def load_profile(name: str) -> dict:
-    path = name if name.endswith((".yaml", ".yml")) else os.path.join(PROFILE_DIR, name + ".yaml")
+    """A cluster profile's resource keys, checked.
+
+    Args:
+        name: a shipped profile's name (``local``) or a YAML path (``opmask.utils.resources``).
+
+    Raises:
+        LaunchError: no such profile, invalid YAML, unknown keys or values of the wrong type.
+    """
+    path = profile_path(name)
     if not os.path.isfile(path):
-        known = sorted(f[:-5] for f in os.listdir(PROFILE_DIR) if f.endswith(".yaml"))
-        raise LaunchError(f"cluster profile not found: {path} (known: {', '.join(known)})")
+        known = ", ".join(profile_names())
+        raise LaunchError(f"cluster profile not found: {path} (known: {known})")
     data = read_yaml(path)
     data = {} if data is None else data
     if not isinstance(data, dict):

@@ -42,8 +42,8 @@ from tests.conftest import SHAPES_OPMASK, TINY
 COMMANDS = {  # console script -> module with main(argv)
     "opmask-train": "opmask.cli.train",
     "opmask-data": "opmask.cli.data",
-    "opmask-submit": "launch.submit",
-    "opmask-sweep": "launch.sweep",
+    "opmask-submit": "opmask_launch.submit",
+    "opmask-sweep": "opmask_launch.sweep",
     "opmask-bench": "opmask.cli.bench",
     "opmask-export": "opmask.cli.export",
     "opmask-demo": "opmask.cli.demo",

@@ -26,7 +26,7 @@ def submit(args, datasets_root, cwd, *, opts=()):
     cmd = [
         sys.executable,
         "-m",
-        "launch.submit",
+        "opmask_launch.submit",
         "--config-file",
         SHAPES_OPMASK,
         *args,
@@ -223,7 +223,7 @@ def test_bad_input_in_the_job_is_not_requeued(slurm, datasets_root, tmp_path):
 def sweep(args, datasets_root, cwd):
     env = dict(os.environ, OPMASK_DATASETS=datasets_root)
     return subprocess.run(
-        [sys.executable, "-m", "launch.sweep", *args],
+        [sys.executable, "-m", "opmask_launch.sweep", *args],
         env=env,
         cwd=cwd,
         capture_output=True,

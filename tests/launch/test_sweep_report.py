@@ -10,12 +10,12 @@ import subprocess
 import sys
 
 import yaml
+from opmask_launch.sweep_report import CLEAR, COLORS
 from PIL import Image
 from tensorboard.backend.event_processing.plugin_event_multiplexer import EventMultiplexer
 from tensorboard.plugins.hparams import metadata as hp_metadata
 from tensorboard.util.tensor_util import make_ndarray
 
-from launch.sweep_report import CLEAR, COLORS
 from tests.conftest import REPO, SHAPES_OPMASK, TINY
 from tests.launch.conftest import wait_final
 
@@ -24,7 +24,7 @@ SMALL = {k: v for k, v in zip(TINY[0::2], TINY[1::2]) if k != "VIS_PERIOD"}
 
 def _sweep(args, cwd, env=None, **kw):
     return subprocess.run(
-        [sys.executable, "-m", "launch.sweep", *args],
+        [sys.executable, "-m", "opmask_launch.sweep", *args],
         cwd=cwd,
         env=dict(os.environ, PYTHONPATH=REPO, **(env or {})),
         text=True,
