@@ -286,11 +286,52 @@ def _hparams_are_keys(cfg: CfgNode) -> tuple[str, str] | None:
     return None
 
 
+def _prior_needs_cam_box_head(cfg: CfgNode) -> tuple[str, str] | None:
+    heads = cfg.MODEL.ROI_MASK_HEAD.NAME, cfg.MODEL.ROI_BOX_HEAD.NAME
+    if heads[0] == "CAMMaskHead" and heads[1] != "CAMBoxHead":
+        return "MODEL.ROI_MASK_HEAD.NAME", "is CAMMaskHead: the prior needs ROI_BOX_HEAD CAMBoxHead"
+    return None
+
+
 CROSS_CHECKS: list[Callable[[CfgNode], "tuple[str, str] | None"]] = [
+    _prior_needs_cam_box_head,
     _range_sampling,
     _unique_strong_ids,
     _hparams_are_keys,
 ]
+
+
+# Detectron2 keys that nothing here reads, with what serves instead: accepted so that Detectron2
+# configs load, one warning each where a config gives another value than the default, and
+# resume-safe (changing them changes nothing).
+UNREAD_KEYS = {
+    "VERSION": "one config schema is supported",
+    "MODEL.META_ARCHITECTURE": "one detector class serves the baseline and OPMask",
+    "MODEL.RESNETS.OUT_FEATURES": "the FPN reads the stages in MODEL.FPN.IN_FEATURES",
+    "TEST.EXPECTED_RESULTS": "Detectron2's regression-test expectations are not checked",
+    "EXP.TRAINER": "one training loop serves every config",
+}
+
+
+def warn_unread(cfg: CfgNode, defaults: CfgNode) -> list[str]:
+    """Log one warning per ``UNREAD_KEYS`` key whose value differs from ``defaults``; returns
+    those keys."""
+    values = dict(leaves(cfg))
+    default = dict(leaves(defaults))
+    changed = [k for k in UNREAD_KEYS if plain(values[k]) != plain(default[k])]
+    for k in changed:
+        logger.warning(
+            "config key %s = %r is not read (%s); accepted for Detectron2 compatibility",
+            k,
+            values[k],
+            UNREAD_KEYS[k],
+        )
+    return changed
+
+
+def plain(value: Any) -> Any:
+    """Tuples and lists compare equal (YAML turns tuples into lists)."""
+    return [plain(v) for v in value] if isinstance(value, (list, tuple)) else value
 
 
 def leaves(node: CfgNode, prefix: str = "") -> Iterator[tuple[str, Any]]:

@@ -14,7 +14,7 @@ from typing import Any, Iterable, Sequence
 import yaml
 from fvcore.common.config import CfgNode
 
-from .checks import ConfigError, validate
+from .checks import ConfigError, plain, validate, warn_unread
 from .defaults import _C
 
 BASE_KEY = "_BASE_"
@@ -173,13 +173,9 @@ def load_config(config_file: str | None, opts: Iterable[str] = ()) -> CfgNode:
         merge_file(cfg, config_file)
     merge_overrides(cfg, list(opts))
     validate(cfg)
+    warn_unread(cfg, get_cfg())
     cfg.freeze()
     return cfg
-
-
-def _plain(value: Any) -> Any:
-    """Tuples and lists compare equal (YAML turns tuples into lists)."""
-    return [_plain(v) for v in value] if isinstance(value, (list, tuple)) else value
 
 
 def config_diff(a: CfgNode, b: CfgNode, prefix: str = "") -> list[str]:
@@ -188,6 +184,6 @@ def config_diff(a: CfgNode, b: CfgNode, prefix: str = "") -> list[str]:
     for k in a:
         if isinstance(a[k], CfgNode):
             out += config_diff(a[k], b.get(k, CfgNode()), prefix + k + ".")
-        elif _plain(a[k]) != _plain(b.get(k)):
+        elif plain(a[k]) != plain(b.get(k)):
             out.append(prefix + k)
     return out

@@ -81,12 +81,6 @@ def build_box_head(cfg, channels: int) -> nn.Module:
 def build_mask_head(cfg, channels: int) -> nn.Module:
     m = cfg.MODEL.ROI_MASK_HEAD
     classes = {"CAMMaskHead": CAMMaskHead, "MaskRCNNConvUpsampleHead": MaskRCNNConvUpsampleHead}
-    if m.NAME not in classes:
-        raise ValueError(f"MODEL.ROI_MASK_HEAD.NAME {m.NAME!r}: use one of {sorted(classes)}")
-    if not m.CLS_AGNOSTIC_MASK:
-        raise ValueError("MODEL.ROI_MASK_HEAD.CLS_AGNOSTIC_MASK must be True (partial supervision)")
-    if m.NAME == "CAMMaskHead" and cfg.MODEL.ROI_BOX_HEAD.NAME != "CAMBoxHead":
-        raise ValueError("CAMMaskHead needs MODEL.ROI_BOX_HEAD.NAME CAMBoxHead (the OMP source)")
     return classes[m.NAME](
         in_channels=channels,
         num_conv=m.NUM_CONV,
@@ -151,6 +145,7 @@ def build_model(cfg, strong_classes: Sequence[int] | None = None) -> OPMask:
         score_thresh=m.ROI_HEADS.SCORE_THRESH_TEST,
         nms_thresh=m.ROI_HEADS.NMS_THRESH_TEST,
         detections_per_img=cfg.TEST.DETECTIONS_PER_IMAGE,
+        use_prior=m.MASK_ON and m.ROI_MASK_HEAD.NAME == "CAMMaskHead",
     )
     model = model.to(resolve_device(m.DEVICE))
     return optimize_for_device(model, channels_last=m.CHANNELS_LAST, compile=m.COMPILE)

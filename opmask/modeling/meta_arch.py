@@ -7,6 +7,7 @@ from typing import Sequence
 import torch
 from torch import nn
 
+from .box_heads import CAMBoxHead
 from .losses import fast_rcnn_losses, partially_supervised_mask_loss
 from .mask_heads import CAMMaskHead
 from .mask_paste import paste_masks_in_image
@@ -19,8 +20,9 @@ from .tv_adapter import BoxCoder, ImageList
 class OPMask(nn.Module):
     """Backbone -> RPN -> box head (-> OMP) -> mask head, as in Fig. 2 of the paper.
 
-    With a ``CAMMaskHead`` (and a ``CAMBoxHead``) this is OPMask; with the default heads it is the
-    class-agnostic Mask R-CNN baseline trained with the same partially supervised mask loss.
+    With ``use_prior`` (a ``CAMBoxHead`` and a ``CAMMaskHead``) this is OPMask; without, with the
+    default heads, it is the class-agnostic Mask R-CNN baseline trained with the same partially
+    supervised mask loss.
 
     Input: a list of dicts from ``DatasetMapper`` (``image`` (3, H, W) 0-255; ``instances`` when
     training). Training returns ``(losses, extras)``: the dict of losses, and the tensors the loop
@@ -51,12 +53,16 @@ class OPMask(nn.Module):
         score_thresh: float,
         nms_thresh: float,
         detections_per_img: int,
+        use_prior: bool,
     ):
         super().__init__()
         self.backbone, self.rpn = backbone, rpn
         self.box_pooler, self.box_head, self.box_predictor = box_pooler, box_head, box_predictor
         self.mask_pooler, self.mask_head = mask_pooler, mask_head
-        self.use_prior = isinstance(mask_head, CAMMaskHead)
+        cam_heads = isinstance(box_head, CAMBoxHead) and isinstance(mask_head, CAMMaskHead)
+        if use_prior and not cam_heads:
+            raise TypeError("use_prior needs a CAMBoxHead (the OMP source) and a CAMMaskHead")
+        self.use_prior = use_prior
         self.roi_sampler, self.box_coder = roi_sampler, box_coder
         self.rpn_features, self.roi_features = list(rpn_features), list(roi_features)
         self.smooth_l1_beta = smooth_l1_beta

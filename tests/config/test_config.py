@@ -1,4 +1,5 @@
 import glob
+import logging
 import os
 
 import pytest
@@ -165,6 +166,31 @@ def test_steps_beyond_max_iter_warn_but_load(caplog):
     """A shortened run (smoke test, MAX_ITER is resume-safe) keeps its schedule's steps."""
     cfg = load_config(None, ["SOLVER.MAX_ITER", "10", "SOLVER.STEPS", "(5, 20)"])
     assert cfg.SOLVER.STEPS == (5, 20) and "[20] are not below SOLVER.MAX_ITER" in caplog.text
+
+
+@pytest.mark.parametrize("key,value", [("EXP.TRAINER", "Custom"), ("VERSION", "1")])
+def test_unread_detectron2_keys_warn_once_and_are_resume_safe(caplog, key, value):
+    from opmask.engine.run_dir import incompatible_keys
+
+    with caplog.at_level(logging.WARNING, logger="opmask.config.checks"):
+        default = load_config(None)
+        assert caplog.text == ""  # the default value: nothing is ignored, nothing said
+        changed = load_config(None, [key, value])
+    assert caplog.text.count(f"config key {key} = ") == 1 and "is not read" in caplog.text
+    assert incompatible_keys(default, changed) == []  # --resume accepts the change
+
+
+def test_prior_without_cam_box_head_is_one_config_error():
+    with pytest.raises(ConfigError, match="ROI_MASK_HEAD.NAME is CAMMaskHead.*CAMBoxHead"):
+        load_config(
+            None,
+            [
+                "MODEL.ROI_MASK_HEAD.NAME",
+                "CAMMaskHead",
+                "MODEL.ROI_BOX_HEAD.NAME",
+                "FastRCNNConvFCHead",
+            ],
+        )
 
 
 def test_check_device():

@@ -117,6 +117,9 @@ def test_contiguous_ids_crowd_and_degenerates(tmp_path, caplog):
     dicts, info = load_coco_json(json_file, root, "t")
     annos = dicts[0]["annotations"]
     assert [a["category_id"] for a in annos] == [1, 0]  # id 7 -> 1, id 3 -> 0
+    # the model's labels (0 = background) and back, from the one mapping DatasetInfo owns
+    assert info.labels([7, 3]) == [2, 1]
+    assert [info.category_id(label) for label in (1, 2)] == [3, 7]
     assert annos[0]["bbox"] == [1.0, 2.0, 4.0, 6.0] and annos[1]["iscrowd"] == 1
     assert info.dropped == {
         "degenerate box": 1,
