@@ -20,6 +20,7 @@ import yaml
 from fvcore.common.config import CfgNode
 
 from ..config import config_diff
+from ..config.checks import UNREAD_KEYS
 from ..data.catalog import short_name
 from ..utils import comm
 from ..utils.errors import OPMaskInputError
@@ -30,8 +31,8 @@ logger = logging.getLogger("opmask.run_dir")
 
 LOCK_NAME = "run.lock"
 
-# Keys that may change between a run and its resumption.
-RESUME_SAFE_KEYS = {
+# Keys that may change between a run and its resumption (also every key nothing reads).
+RESUME_SAFE_KEYS = set(UNREAD_KEYS) | {
     "SOLVER.MAX_ITER",
     "SOLVER.CHECKPOINT_PERIOD",
     "SOLVER.MAX_TO_KEEP",
