@@ -14,6 +14,7 @@ from typing import Any, Iterable, Sequence
 import yaml
 from fvcore.common.config import CfgNode
 
+from ..utils.resources import config_path
 from .checks import ConfigError, plain, validate, warn_unread
 from .defaults import _C
 
@@ -168,9 +169,10 @@ def load_config(config_file: str | None, opts: Iterable[str] = ()) -> CfgNode:
     """
     cfg = get_cfg()
     if config_file:
-        if not os.path.isfile(config_file):  # report it as the user wrote it
+        path = config_path(config_file)  # the user's file, else a shipped config of that name
+        if not os.path.isfile(path):  # report it as the user wrote it
             raise ConfigError(f"config file not found: {config_file}")
-        merge_file(cfg, config_file)
+        merge_file(cfg, path)
     merge_overrides(cfg, list(opts))
     validate(cfg)
     warn_unread(cfg, get_cfg())

@@ -7,7 +7,6 @@ from __future__ import annotations
 import contextlib
 import functools
 import gc
-import os
 import statistics
 import time
 from dataclasses import dataclass
@@ -17,9 +16,9 @@ import torch
 from ..config import load_config
 from ..modeling import build_model
 from ..modeling.flops import stage_macs  # noqa: F401  (re-exported for opmask-bench)
+from ..utils.resources import config_dir
 from .backends import configure_backends
 
-REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 CONFIGS = {
     "baseline": "mask_rcnn_ca_R50_FPN_130k.yaml",
     "opmask": "opmask_R50_FPN_130k.yaml",
@@ -125,7 +124,7 @@ def build_bench_model(
     not comparable."""
     opts = ["MODEL.WEIGHTS", "", "MODEL.DEVICE", str(device)]
     opts += ["MODEL.CHANNELS_LAST", str(channels_last), "MODEL.COMPILE", str(compile), *extra]
-    cfg = load_config(os.path.join(REPO, "configs", CONFIGS[name]), opts)
+    cfg = load_config(str(config_dir() / CONFIGS[name]), opts)
     torch.manual_seed(0)
     return cfg, build_model(cfg, strong_classes=range(1, 21)).train()
 
@@ -172,7 +171,7 @@ def data_and_eval(steps: int, eval_images: int) -> tuple[float, float, float]:
     from ..evaluation.coco_eval import evaluate
 
     cfg = load_config(
-        os.path.join(REPO, "configs", "shapes", "opmask_R18_shapes.yaml"),
+        str(config_dir() / "shapes" / "opmask_R18_shapes.yaml"),
         ["DATALOADER.NUM_WORKERS", "0"],
     )
     dicts, info = load_datasets(cfg.DATASETS.TRAIN)

@@ -206,3 +206,14 @@ def test_check_device():
     else:
         with pytest.raises(ConfigError, match="MODEL.DEVICE cuda:1: no CUDA GPU on this machine"):
             check_device("cuda:1")
+
+
+def test_shipped_configs_load_by_name_from_any_folder(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # no configs/ here: the shipped copies are found
+    assert load_config("configs/shapes/opmask_R18_shapes.yaml").MODEL.RESNETS.DEPTH == 18
+    assert load_config("opmask_R50_FPN_130k.yaml").MODEL.RESNETS.DEPTH == 50  # _BASE_ followed
+    (tmp_path / "configs").mkdir()  # a user's own file of the same name wins
+    (tmp_path / "configs" / "opmask_R50_FPN_130k.yaml").write_text("SOLVER:\n  MAX_ITER: 7\n")
+    assert load_config("configs/opmask_R50_FPN_130k.yaml").SOLVER.MAX_ITER == 7
+    with pytest.raises(ConfigError, match="config file not found: nope.yaml$"):
+        load_config("nope.yaml")
