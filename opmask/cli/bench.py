@@ -24,6 +24,7 @@ import time
 import torch
 
 from ..engine import speed
+from ..engine.exit_codes import run_command
 from .parser import OneLineParser
 
 
@@ -197,6 +198,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--mask-rois", type=int, default=128, help="--flops: mask-head RoIs per image")
     p.add_argument("--eval-images", type=int, default=50, help="default table: (c) and (d)")
     args = p.parse_args(argv)
+    return run_command("opmask-bench", _bench, p, args)
+
+
+def _bench(p: argparse.ArgumentParser, args: argparse.Namespace) -> int:
     if args.data or args.eval_backends:
         return (data_table if args.data else eval_backends)(args)
     bad = set(args.precisions.split(",")) - set(speed.DTYPES)

@@ -8,8 +8,8 @@ import time
 from ..data import cocolike
 from ..data.catalog import datasets_root, resolve
 from ..data.check import check_dataset, record_check
-from ..data.coco import DatasetError
 from ..data.shapes import FAMILIES, generate
+from ..engine.exit_codes import run_command
 from .parser import OneLineParser
 
 
@@ -50,24 +50,21 @@ def main(argv: list[str] | None = None) -> int:
     s.add_argument("--overwrite", action="store_true", help="replace an existing dataset")
     _add_check_and_coco_like(sub)
     args = p.parse_args(argv)
-    if args.command in COMMANDS:
-        return COMMANDS[args.command](args)
+    return run_command("opmask-data", COMMANDS[args.command], args)
 
+
+def _shapes(args) -> int:
     out = args.out or f"{datasets_root()}/shapes"
     start = time.perf_counter()
-    try:
-        generate(
-            out,
-            seed=args.seed,
-            num_train=args.num_train,
-            num_val=args.num_val,
-            image_size=args.image_size,
-            overwrite=args.overwrite,
-            family=args.family,
-        )
-    except (FileExistsError, OSError, ValueError) as e:
-        print(f"opmask-data: error: {e}", file=sys.stderr)
-        return 1
+    generate(
+        out,
+        seed=args.seed,
+        num_train=args.num_train,
+        num_val=args.num_val,
+        image_size=args.image_size,
+        overwrite=args.overwrite,
+        family=args.family,
+    )
     print(
         f"wrote {out}/train ({args.num_train} images) and {out}/val ({args.num_val} images) "
         f"of the {args.family} family "
@@ -98,12 +95,8 @@ def _add_check_and_coco_like(sub) -> None:
 
 
 def _check(args) -> int:
-    try:
-        json_file, image_root, _ = resolve(args.dataset)
-        report = check_dataset(json_file, image_root, workers=args.workers, decode=args.decode)
-    except DatasetError as e:
-        print(f"opmask-data: error: {e}", file=sys.stderr)
-        return 1
+    json_file, image_root, _ = resolve(args.dataset)
+    report = check_dataset(json_file, image_root, workers=args.workers, decode=args.decode)
     print("\n".join(report.lines()))
     record_check(json_file, report, args.cache_dir)
     return 0 if report.ok else 1
@@ -111,16 +104,12 @@ def _check(args) -> int:
 
 def _coco_like(args) -> int:
     start = time.perf_counter()
-    try:
-        path = cocolike.write_coco_like(args.out, args.images, args.seed)
-    except (FileExistsError, OSError) as e:
-        print(f"opmask-data: error: {e}", file=sys.stderr)
-        return 1
+    path = cocolike.write_coco_like(args.out, args.images, args.seed)
     print(f"wrote {path} ({args.images} images) in {time.perf_counter() - start:.1f} s")
     return 0
 
 
-COMMANDS = {"check": _check, "coco-like": _coco_like}
+COMMANDS = {"shapes": _shapes, "check": _check, "coco-like": _coco_like}
 
 
 if __name__ == "__main__":

@@ -19,8 +19,10 @@ import os
 import sys
 import time
 
+from ..config import load_config
 from ..data.catalog import BUILTIN, datasets_root, load_dataset
 from ..data.coco import DatasetError
+from ..engine.exit_codes import run_command
 from ..utils.fs import atomic_write_bytes
 from .parser import OneLineParser
 
@@ -124,14 +126,12 @@ def dataset_overrides(train: str | None, val: str | None, strong: str | None) ->
 
 
 def _train(config: str, run_dir: str, opts: list[str]) -> dict:
-    """One ``opmask-train --resume`` run of a demo config; returns its evaluation."""
-    from . import train as train_cli
+    """One ``opmask-train --resume`` run of a demo config in ``run_dir``; returns its
+    evaluation (task -> metrics)."""
+    from ..engine import entry
 
-    run_args = train_cli.parser().parse_args(
-        ["--config-file", os.path.join(REPO_CONFIGS, config), "--output-dir", run_dir, "--resume"]
-        + opts
-    )
-    return train_cli.run(run_args)
+    cfg = load_config(os.path.join(REPO_CONFIGS, config), opts)
+    return entry.train_in_process(cfg, run_dir, resume=True)
 
 
 def pretrain_backbone(out: str, iters: int, opts: list[str]) -> list[str]:
@@ -201,24 +201,22 @@ def parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
-    from ..data.splits import SplitError
+    return run_command("opmask-demo", _demo, args)
+
+
+def _demo(args: argparse.Namespace) -> int:
     from ..engine.diagnose import diagnose_run
-    from . import train as train_cli
 
     start = time.perf_counter()
-    try:
-        opts = dataset_overrides(args.train, args.val, args.strong_ids)
-        if args.train is None:
-            _ensure_data(args.data_seed)
-        opts += args.opts
-        opts += pretrain_backbone(args.out, args.pretrain_iters, opts)
-        results = {}
-        for name, config in MODELS:
-            print(f"[demo] {name}: training and evaluating ({config})")
-            results[name] = _train(config, os.path.join(args.out, name), opts)
-    except (DatasetError, SplitError, OSError, *train_cli.INPUT_ERRORS) as e:
-        print(f"opmask-demo: error: {e}", file=sys.stderr)
-        return 1
+    opts = dataset_overrides(args.train, args.val, args.strong_ids)
+    if args.train is None:
+        _ensure_data(args.data_seed)
+    opts += args.opts
+    opts += pretrain_backbone(args.out, args.pretrain_iters, opts)
+    results = {}
+    for name, config in MODELS:
+        print(f"[demo] {name}: training and evaluating ({config})")
+        results[name] = _train(config, os.path.join(args.out, name), opts)
     table = comparison_table(results)
     summary = {m: {task: r[task]["AP"] for _, task in COLUMNS} for m, r in results.items()}
     print("[demo] GT-box diagnostic: each mask head segments the ground-truth boxes")

@@ -5,10 +5,8 @@ from __future__ import annotations
 
 import sys
 
-from ..config import ConfigError
-from ..data.coco import DatasetError
-from ..engine.checkpoint import CheckpointError
 from ..engine.diagnose import diagnose_run
+from ..engine.exit_codes import run_command
 from ..evaluation.gt_boxes import format_table
 from .parser import OneLineParser
 
@@ -18,15 +16,16 @@ def main(argv: list[str] | None = None) -> int:
         prog="opmask-diagnose",
         description=__doc__.split(": ", 1)[1],
         epilog="writes inference/{dataset}/gt_box_diagnostics.json in the run folder; "
-        "exit codes: 0 written, 1 bad input (not a run folder, no valid checkpoint).",
+        "exit codes: 0 written, 1 bad input (not a run folder, no valid checkpoint), "
+        "4 internal error (a bug).",
     )
     p.add_argument("run_dir", help="a run folder of opmask-train (config.yaml + models/)")
     args = p.parse_args(argv)
-    try:
-        res, out = diagnose_run(args.run_dir)
-    except (ConfigError, DatasetError, CheckpointError, FileNotFoundError) as e:
-        print(f"opmask-diagnose: error: {e}", file=sys.stderr)
-        return 1
+    return run_command("opmask-diagnose", _diagnose, args.run_dir)
+
+
+def _diagnose(run_dir: str) -> int:
+    res, out = diagnose_run(run_dir)
     print(f"{format_table(res)}\n\nwritten {out}")
     return 0
 

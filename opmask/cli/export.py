@@ -5,11 +5,8 @@ from __future__ import annotations
 import argparse
 import sys
 
-from ..config import ConfigError
-from ..engine.checkpoint import CheckpointError
+from ..engine.exit_codes import run_command
 from ..engine.export import FORMATS, export_run
-from ..engine.run_dir import RunFolderError
-from ..modeling.weights import UnsafeWeightsError
 from .parser import OneLineParser
 
 EPILOG = """\
@@ -19,17 +16,9 @@ examples:
 
 OPMask runs are written in the official OPMask code's names (roi_heads.box_head.cls_score ...),
 baseline runs in Detectron2's StandardROIHeads names; background moves to the last class.
-exit codes: 0 written; 1 bad input (not a run folder, no valid checkpoint, unwritable output).
+exit codes: 0 written; 1 bad input (not a run folder, no valid checkpoint, unwritable output);
+4 internal error (a bug: traceback on stderr).
 """
-
-INPUT_ERRORS = (
-    ConfigError,
-    CheckpointError,
-    RunFolderError,
-    UnsafeWeightsError,
-    OSError,
-    ValueError,
-)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -48,11 +37,11 @@ def main(argv: list[str] | None = None) -> int:
         "default RUN/export/{checkpoint}_detectron2.pth",
     )
     args = p.parse_args(argv)
-    try:
-        res = export_run(args.run_dir, args.output, args.format)
-    except INPUT_ERRORS as e:
-        print(f"opmask-export: error: {e}", file=sys.stderr)
-        return 1
+    return run_command("opmask-export", _export, args)
+
+
+def _export(args: argparse.Namespace) -> int:
+    res = export_run(args.run_dir, args.output, args.format)
     print(f"{res['checkpoint']} -> {res['output']} ({res['keys']} tensors)")
     if res["left_out"]:
         print(f"left out (no Detectron2 name): {', '.join(res['left_out'])}")

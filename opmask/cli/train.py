@@ -3,35 +3,18 @@
 from __future__ import annotations
 
 import argparse
-import json
-import logging
 import os
 import re
 import sys
 
-from fvcore.common.config import CfgNode
-
-from ..config import ConfigError, check_device, load_config
-from ..data.build import check_datasets
-from ..data.coco import DatasetError
-from ..data.splits import SplitError
-from ..engine import exit_codes, preempt
-from ..engine.checkpoint import CheckpointError
+from ..engine import entry, exit_codes
 from ..engine.launch import launch
-from ..engine.run_dir import (
-    RunFolderError,
-    RunLock,
-    claim,
-    run_folder,
-    settle_config,
-    setup_logging,
-)
-from ..engine.train_loop import CheckpointedExit, NonFiniteLossError, evaluate_only, train
-from ..modeling.weights import UnsafeWeightsError, check_weights_file
-from ..utils import comm
 from .parser import OneLineParser
 
-logger = logging.getLogger("opmask.train")
+PROG = "opmask-train"
+
+# ``opmask.cli.train.worker``: the SLURM job's import until it uses ``entry.rank_main``.
+worker = entry.rank_main
 
 EPILOG = """\
 examples:
@@ -44,22 +27,9 @@ examples:
   torchrun --nproc-per-node 4 -m opmask.cli.train --config-file ...   # env:// initialisation
 
 exit codes: 0 done; 1 bad input (config, dataset, weights, output folder); 2 bad command line;
-3 non-finite loss; 75 stopped after a requested checkpoint (SIGUSR1 / preemption):
-rerun with --resume.
+3 non-finite loss; 4 internal error (a bug: traceback on stderr); 75 stopped after a requested
+checkpoint (SIGUSR1 / preemption): rerun with --resume.
 """
-
-# Errors a user fixes by changing the input: one line, exit code 1, no traceback.
-INPUT_ERRORS = (
-    ConfigError,
-    DatasetError,
-    SplitError,
-    RunFolderError,
-    CheckpointError,
-    UnsafeWeightsError,
-    FileNotFoundError,
-    PermissionError,
-    ValueError,
-)
 
 
 def _count(minimum: int):
@@ -89,7 +59,7 @@ def _minutes(text: str) -> float:
 
 def parser() -> argparse.ArgumentParser:
     p = OneLineParser(
-        prog="opmask-train",
+        prog=PROG,
         description=__doc__.replace("``", ""),
         epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -167,118 +137,23 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return args
 
 
-def validate_inputs(cfg: CfgNode, args: argparse.Namespace) -> None:
-    """Everything the run will read, checked before the run folder is claimed: the device,
-    the batch split over the processes, MODEL.WEIGHTS and every dataset.
-
-    Raises:
-        ConfigError, DatasetError, SplitError, UnsafeWeightsError, WeightsFileError.
-    """
-    world = int(os.environ.get("WORLD_SIZE", args.num_gpus * args.num_machines))
-    check_device(cfg.MODEL.DEVICE, args.num_gpus)
-    if not args.eval_only and cfg.SOLVER.IMS_PER_BATCH % world:
-        raise ConfigError(
-            f"SOLVER.IMS_PER_BATCH {cfg.SOLVER.IMS_PER_BATCH} is not a multiple of the "
-            f"{world} processes (--num-gpus x --num-machines)"
-        )
-    if cfg.MODEL.WEIGHTS:
-        check_weights_file(cfg.MODEL.WEIGHTS)
-    check_datasets(cfg, eval_only=args.eval_only)
-
-
-def setup(args: argparse.Namespace) -> tuple[CfgNode, str, RunLock | None]:
-    """Load and validate every input, then claim the run folder (once, before any worker starts).
-
-    Returns the final config, the run folder and its lock (None on machines other than 0,
-    which neither lock nor write); the caller releases the lock.
-    """
-    cfg = load_config(args.config_file, args.opts)
-    run_dir = run_folder(cfg, args.exp_id, args.output_dir)
-    writer = args.machine_rank == 0 and comm.is_main_process()
-    if writer:
-        RunLock(run_dir).ensure_free()  # a busy folder is named at once, before validation
-    validate_inputs(cfg, args)
-    if not writer:  # e.g. srun's other tasks
-        cfg = settle_config(cfg, run_dir, resume=args.resume, eval_only=args.eval_only)
-        return cfg, run_dir, None
-    cfg, lock = claim(cfg, run_dir, resume=args.resume, eval_only=args.eval_only)
-    return cfg, run_dir, lock
-
-
-def _finish(lock: RunLock | None, code: int) -> int:
-    """Release the run folder; a start that failed on bad input leaves nothing behind."""
-    if lock is not None and code == exit_codes.ERROR:
-        lock.abandon()
-    elif lock is not None:
-        lock.release()
-    return code
-
-
-def execute(cfg: CfgNode, run_dir: str, *, resume: bool, eval_only: bool) -> dict:
-    """Train or evaluate in this process (one rank)."""
-    setup_logging(run_dir)
-    logger.info("Run folder: %s (rank %d of %d)", run_dir, comm.get_rank(), comm.get_world_size())
-    if eval_only:
-        return evaluate_only(cfg, run_dir)
-    preempt.install_signal_handlers()
-    return train(cfg, run_dir, resume=resume)
-
-
-def run(args: argparse.Namespace) -> dict:
-    """Set up and execute in this one process (the demo uses this)."""
-    cfg, run_dir, lock = setup(args)
-    try:
-        results = execute(cfg, run_dir, resume=args.resume, eval_only=args.eval_only)
-    except INPUT_ERRORS:
-        _finish(lock, exit_codes.ERROR)
-        raise
-    except BaseException:
-        _finish(lock, exit_codes.NON_FINITE)  # a bug or NaN: keep the folder as it is
-        raise
-    _finish(lock, exit_codes.OK)
-    return results
-
-
-def _fail(message: str) -> None:
-    if comm.is_main_process():
-        print(f"opmask-train: error: {message}", file=sys.stderr)
-
-
-def worker(cfg_yaml: str, run_dir: str, resume: bool, eval_only: bool) -> int:
-    """One rank: execute, and map the outcome to an exit code (``exit_codes``)."""
-    cfg = CfgNode.load_cfg(cfg_yaml)
-    cfg.freeze()
-    try:
-        results = execute(cfg, run_dir, resume=resume, eval_only=eval_only)
-    except NonFiniteLossError as e:
-        logger.error("%s", e)
-        _fail(str(e))
-        return exit_codes.NON_FINITE
-    except CheckpointedExit as e:
-        logger.info("%s; exiting with code %d to be resumed", e, exit_codes.CHECKPOINTED)
-        return exit_codes.CHECKPOINTED
-    except INPUT_ERRORS as e:
-        _fail(str(e))
-        return exit_codes.ERROR
-    if comm.is_main_process():
-        print(
-            json.dumps(
-                {k: v.get("AP") for k, v in results.items() if isinstance(v, dict) and "AP" in v}
-            )
-        )
-    return exit_codes.OK
-
-
-def main(argv: list[str] | None = None) -> int:
-    args = parse_args(argv)
-    try:
-        cfg, run_dir, lock = setup(args)
-    except INPUT_ERRORS as e:
-        print(f"opmask-train: error: {e}", file=sys.stderr)
-        return exit_codes.ERROR
+def _train(args: argparse.Namespace) -> int:
+    """Prepare the run once here, then train or evaluate on every rank; the exit code."""
+    cfg, run_dir = entry.load(
+        args.config_file, args.opts, exp_id=args.exp_id, output_dir=args.output_dir
+    )
+    cfg, lock = entry.prepare(
+        cfg,
+        run_dir,
+        resume=args.resume,
+        eval_only=args.eval_only,
+        world_size=int(os.environ.get("WORLD_SIZE", args.num_gpus * args.num_machines)),
+        machine_rank=args.machine_rank,
+        local_procs=args.num_gpus,
+    )
     try:
         code = launch(
-            worker,
+            entry.rank_main,
             (cfg.dump(), run_dir, args.resume, args.eval_only),
             num_procs=args.num_gpus,
             num_machines=args.num_machines,
@@ -287,13 +162,15 @@ def main(argv: list[str] | None = None) -> int:
             device=cfg.MODEL.DEVICE,
             timeout_min=args.dist_timeout,
         )
-    except INPUT_ERRORS as e:
-        print(f"opmask-train: error: {e}", file=sys.stderr)
-        code = exit_codes.ERROR
-    except BaseException:
-        _finish(lock, exit_codes.NON_FINITE)  # a bug: keep the folder as it is
+    except BaseException as e:
+        entry.finish(lock, exit_codes.code_for(e))  # bad input: clean up; a bug: keep it
         raise
-    return _finish(lock, code)
+    return entry.finish(lock, code)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    return exit_codes.run_command(PROG, _train, args)
 
 
 if __name__ == "__main__":
