@@ -65,7 +65,7 @@ def predictions_to_coco(output: dict, image_id, category_id_of: Callable[[int], 
 
 @torch.no_grad()
 def run_inference(model, loader, category_id_of: Callable[[int], int]) -> list[dict]:
-    """COCO results of this rank's shard, gathered on every rank (rank order)."""
+    """COCO results of every rank's shard, in rank order, on the main process; [] elsewhere."""
     was_training = model.training
     model.eval()
     results, start = [], time.perf_counter()
@@ -80,7 +80,7 @@ def run_inference(model, loader, category_id_of: Callable[[int], int]) -> list[d
                 (time.perf_counter() - start) / (i + 1),
             )
     model.train(was_training)
-    return [r for part in comm.all_gather_objects(results) for r in part]
+    return [r for part in comm.gather_objects(results) for r in part]
 
 
 def _coco_eval(gt: COCO, dt: COCO | None, iou_type: str, cat_ids=None, evaluator=COCOeval):

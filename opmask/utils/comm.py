@@ -57,6 +57,16 @@ def step_sync(losses: dict[str, torch.Tensor], stop: bool) -> tuple[bool, bool, 
     return out[0] > 0, out[1] > 0, {k: v / n for k, v in zip(keys, out[2:])}
 
 
+def gather_objects(obj, dst: int = 0) -> list:
+    """Every rank's ``obj`` in rank order on rank ``dst``; ``[]`` on the other ranks (only
+    ``dst`` holds them all: evaluation needs the predictions once, not once per rank)."""
+    if get_world_size() == 1:
+        return [obj]
+    out = [None] * get_world_size() if get_rank() == dst else None
+    dist.gather_object(obj, out, dst=dst)
+    return out or []
+
+
 def all_gather_objects(obj) -> list:
     """Every rank's ``obj``, in rank order."""
     if get_world_size() == 1:
