@@ -9,6 +9,7 @@ import sys
 
 from ..engine import entry, exit_codes
 from ..engine.launch import launch
+from .flags import count, run_flags
 from .parser import OneLineParser
 
 PROG = "opmask-train"
@@ -32,56 +33,13 @@ checkpoint (SIGUSR1 / preemption): rerun with --resume.
 """
 
 
-def _count(minimum: int):
-    """An argparse type: an integer >= minimum."""
-
-    def parse(text: str) -> int:
-        try:
-            value = int(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"expects an integer, got {text!r}") from None
-        if value < minimum:
-            raise argparse.ArgumentTypeError(f"must be >= {minimum}, got {value}")
-        return value
-
-    return parse
-
-
-def _minutes(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expects minutes, got {text!r}") from None
-    if not value > 0 or value == float("inf"):
-        raise argparse.ArgumentTypeError(f"must be a positive number of minutes, got {text}")
-    return value
-
-
 def parser() -> argparse.ArgumentParser:
     p = OneLineParser(
         prog=PROG,
         description=__doc__.replace("``", ""),
         epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    p.add_argument(
-        "--config-file",
-        required=True,
-        metavar="FILE",
-        help="YAML config (may inherit others through _BASE_)",
-    )
-    p.add_argument(
-        "--exp-id",
-        default="run_01",
-        help="names the run folder OUTPUT_DIR/OPMask/{dataset}_{exp-id} (default run_01)",
-    )
-    p.add_argument(
-        "--output-dir", metavar="DIR", help="use exactly this run folder instead of the derived one"
-    )
-    p.add_argument(
-        "--resume",
-        action="store_true",
-        help="continue the run in the folder from its newest valid checkpoint",
+        parents=[run_flags()],
     )
     p.add_argument(
         "--eval-only",
@@ -91,32 +49,17 @@ def parser() -> argparse.ArgumentParser:
     d = p.add_argument_group("distributed (SOLVER.IMS_PER_BATCH is the global batch)")
     d.add_argument(
         "--num-gpus",
-        type=_count(1),
+        type=count(1),
         default=1,
         metavar="N",
         help="processes per machine: one per GPU, or N CPU processes with gloo",
     )
-    d.add_argument("--num-machines", type=_count(1), default=1, help="machines taking part")
-    d.add_argument(
-        "--machine-rank", type=_count(0), default=0, help="this machine's rank (0-based)"
-    )
+    d.add_argument("--num-machines", type=count(1), default=1, help="machines taking part")
+    d.add_argument("--machine-rank", type=count(0), default=0, help="this machine's rank (0-based)")
     d.add_argument(
         "--dist-url",
         default="auto",
         help="tcp://HOST:PORT of machine 0 (auto: a free local port, one machine)",
-    )
-    d.add_argument(
-        "--dist-timeout",
-        type=_minutes,
-        default=30.0,
-        metavar="MIN",
-        help="collective timeout in minutes (default 30)",
-    )
-    p.add_argument(
-        "opts",
-        nargs=argparse.REMAINDER,
-        metavar="KEY VALUE",
-        help="config overrides, e.g. SOLVER.BASE_LR 0.01 EXP.PS nvoc",
     )
     return p
 
