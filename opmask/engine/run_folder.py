@@ -1,0 +1,232 @@
+"""The one owner of a run folder's layout: every path in it, the names of the ``metrics.json``
+keys its readers use, and the readers and writers of its small record files.
+
+Layout of ``RUN/``::
+
+    config.yaml                 the run's final config (seed fixed)          run_dir.claim
+    run.lock                    who holds the folder now                     run_dir.RunLock
+    log.txt, log.txt.rankN      the log of rank 0, of rank N                 run_dir.setup_logging
+    metrics.json                one JSON object per line (Detectron2 keys)   events.EventWriter
+    tensorboard/                TensorBoard events                           events.EventWriter
+    models/                     checkpoints, last_checkpoint, NAME.sha256    checkpoint.Checkpointer
+    inference/{dataset}/        results.json, coco_instances_results.json,   evaluation.coco_eval
+                                gt_box_diagnostics.json                      engine.diagnose
+    export/                     opmask-export's default output               engine.export
+    attempts.jsonl              one line per SLURM attempt: its outcome      the SLURM job
+    submission.json, slurm/     the submission record, submitit's folder     opmask-submit
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+
+from .checkpoint import Checkpointer, periodic_iteration
+
+# metrics.json: every line has ITERATION; a training line has TOTAL_LOSS, each loss_* term, LR,
+# TIME, DATA_TIME and ETA_SECONDS; an evaluation line has TASK/METRIC keys (eval_key).
+ITERATION = "iteration"
+TOTAL_LOSS = "total_loss"
+LR = "lr"
+TIME = "time"
+DATA_TIME = "data_time"
+ETA_SECONDS = "eta_seconds"
+
+
+def eval_key(task: str, metric: str) -> str:
+    """The metrics.json / TensorBoard key of an evaluation metric: ``segm_weak/AP``."""
+    return f"{task}/{metric}"
+
+
+BOX_AP = eval_key("bbox", "AP")
+MASK_AP = eval_key("segm", "AP")
+STRONG_MASK_AP = eval_key("segm_strong", "AP")
+WEAK_MASK_AP = eval_key("segm_weak", "AP")
+
+
+class RunFolder:
+    """The files of one run folder ``path`` (nothing is created by constructing it)."""
+
+    CONFIG = "config.yaml"
+    LOCK = "run.lock"
+    LOG = "log.txt"
+    METRICS = "metrics.json"
+    TENSORBOARD = "tensorboard"
+    MODELS = "models"
+    LAST_CHECKPOINT = "last_checkpoint"  # inside models/
+    INFERENCE = "inference"
+    RESULTS = "results.json"  # inside inference/{dataset}/
+    PREDICTIONS = "coco_instances_results.json"  # inside inference/{dataset}/
+    GT_BOX_DIAGNOSTICS = "gt_box_diagnostics.json"  # inside inference/{dataset}/
+    EXPORT = "export"
+    ATTEMPTS = "attempts.jsonl"
+    SUBMISSION = "submission.json"
+    SLURM = "slurm"
+
+    def __init__(self, path: str | os.PathLike):
+        self.path = os.fspath(path)
+
+    def __repr__(self) -> str:
+        return f"RunFolder({self.path!r})"
+
+    def _join(self, *parts: str) -> str:
+        return os.path.join(self.path, *parts)
+
+    # ------------------------------------------------------------------ paths
+    @property
+    def config(self) -> str:
+        return self._join(self.CONFIG)
+
+    @property
+    def lock(self) -> str:
+        return self._join(self.LOCK)
+
+    def log(self, rank: int = 0) -> str:
+        """``log.txt`` of rank 0, ``log.txt.rank{rank}`` of the others."""
+        return self._join(self.LOG if rank == 0 else f"{self.LOG}.rank{rank}")
+
+    @property
+    def metrics(self) -> str:
+        return self._join(self.METRICS)
+
+    @property
+    def tensorboard(self) -> str:
+        return self._join(self.TENSORBOARD)
+
+    @property
+    def models(self) -> str:
+        return self._join(self.MODELS)
+
+    @property
+    def last_checkpoint_file(self) -> str:
+        return self._join(self.MODELS, self.LAST_CHECKPOINT)
+
+    def inference(self, dataset: str | None = None) -> str:
+        """``inference/``, or ``inference/{dataset}/`` (the evaluation's output folder)."""
+        parts = (self.INFERENCE,) if dataset is None else (self.INFERENCE, dataset)
+        return self._join(*parts)
+
+    def results(self, dataset: str) -> str:
+        return os.path.join(self.inference(dataset), self.RESULTS)
+
+    def predictions(self, dataset: str) -> str:
+        return os.path.join(self.inference(dataset), self.PREDICTIONS)
+
+    def gt_box_diagnostics(self, dataset: str) -> str:
+        return os.path.join(self.inference(dataset), self.GT_BOX_DIAGNOSTICS)
+
+    def export(self, name: str | None = None) -> str:
+        """``export/``, or ``export/{name}``."""
+        return self._join(*((self.EXPORT,) if name is None else (self.EXPORT, name)))
+
+    @property
+    def attempts(self) -> str:
+        return self._join(self.ATTEMPTS)
+
+    @property
+    def submission(self) -> str:
+        return self._join(self.SUBMISSION)
+
+    @property
+    def slurm(self) -> str:
+        return self._join(self.SLURM)
+
+    def is_run(self) -> bool:
+        """True when the folder holds a run's ``config.yaml``."""
+        return os.path.isfile(self.config)
+
+    # ------------------------------------------------------------------ checkpoints
+    def checkpointer(self, max_to_keep: int = 0) -> Checkpointer:
+        """The checkpointer of ``models/`` (``max_to_keep`` periodic files; 0: all)."""
+        return Checkpointer(self.models, max_to_keep)
+
+    def latest_checkpoint(self) -> tuple[str, dict] | None:
+        """``(path, state)`` of the newest usable checkpoint, None when ``models/`` holds none.
+
+        Raises:
+            CheckpointError: checkpoint files exist but none is usable.
+        """
+        return self.checkpointer().load_latest_valid()
+
+    def last_iteration(self) -> int | None:
+        """Iteration of the checkpoint ``last_checkpoint`` names, when it is a periodic one
+        (``model_0000123.pth`` -> 123); None for ``model_final.pth`` or no checkpoint."""
+        name = self.checkpointer().last_name()
+        return None if name is None else periodic_iteration(name)
+
+    # ------------------------------------------------------------------ records
+    def read_metrics(self) -> list[dict]:
+        """Every record of ``metrics.json``, oldest first ([] when absent); a line that is not
+        JSON (a torn last line of a killed run) is skipped."""
+        return _read_jsonl(self.metrics)
+
+    def read_results(self, dataset: str | None = None) -> dict:
+        """``results.json`` of ``dataset``, else of the first dataset (by name) that has one;
+        {} when there is none."""
+        if dataset is not None:
+            names = [dataset]
+        else:
+            folder = self.inference()
+            names = sorted(os.listdir(folder)) if os.path.isdir(folder) else []
+        for name in names:
+            path = self.results(name)
+            if os.path.isfile(path):
+                with open(path, encoding="utf-8") as f:
+                    return json.load(f)
+        return {}
+
+    def read_attempts(self) -> list[dict]:
+        """The outcomes recorded in ``attempts.jsonl``, oldest first ([] when absent)."""
+        return _read_jsonl(self.attempts)
+
+    def record_attempt(self, **fields) -> None:
+        """Append one line to ``attempts.jsonl``: ``fields`` plus ``time``, ``job_id``
+        (``SLURM_JOB_ID``, else "local") and ``attempt`` (``SLURM_RESTART_COUNT``). The line
+        goes in one ``write`` of an ``O_APPEND`` file, so concurrent writers never interleave."""
+        fields.update(
+            time=time.time(),
+            job_id=os.environ.get("SLURM_JOB_ID", "local"),
+            attempt=int(os.environ.get("SLURM_RESTART_COUNT", 0)),
+        )
+        data = (json.dumps(fields) + "\n").encode()
+        fd = os.open(self.attempts, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        try:
+            os.write(fd, data)
+        finally:
+            os.close(fd)
+
+    def describe_attempt(self) -> str:
+        """One job-log line: which attempt of this SLURM job this is and how its previous one
+        ended."""
+        job = os.environ.get("SLURM_JOB_ID", "local")
+        restart = int(os.environ.get("SLURM_RESTART_COUNT", 0))
+        mine = [a for a in self.read_attempts() if a.get("job_id") == job]
+        line = f"[opmask] job {job}, attempt {restart + 1}, run folder {self.path}"
+        if restart == 0:
+            return line
+        if len(mine) >= restart:
+            prev = mine[restart - 1]
+            return (
+                f"{line}; previous attempt: {prev['outcome']} at iteration {prev.get('iteration')}"
+            )
+        return (
+            f"{line}; previous attempt ended without a checkpoint request (node failure, "
+            "hard kill or scontrol requeue): resuming from the newest valid checkpoint"
+        )
+
+
+def _read_jsonl(path: str) -> list[dict]:
+    """The JSON objects of a one-object-per-line file; lines that do not parse are skipped."""
+    if not os.path.isfile(path):
+        return []
+    out = []
+    with open(path, encoding="utf-8") as f:
+        for line in f:
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError:
+                continue
+            if isinstance(record, dict):
+                out.append(record)
+    return out
