@@ -13,7 +13,6 @@ The test suite runs it with 10 trials (tests/engine/test_checkpoint.py).
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import random
 import signal
@@ -24,7 +23,7 @@ import time
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
 
-from opmask.engine.checkpoint import Checkpointer  # noqa: E402
+from opmask.engine.run_folder import ITERATION, RunFolder  # noqa: E402
 from tests.conftest import SHAPES_OPMASK as CONFIG  # noqa: E402
 from tests.conftest import TINY  # noqa: E402
 
@@ -43,16 +42,8 @@ SMALL = [
 
 
 def logged_iterations(run: str) -> list[int]:
-    path = os.path.join(run, "metrics.json")
-    if not os.path.exists(path):
-        return []
-    out = []
-    for line in open(path):
-        try:
-            out.append(json.loads(line)["iteration"])
-        except (json.JSONDecodeError, KeyError):
-            pass  # a line torn by the kill; the trainer purges it on resume
-    return out
+    """Iterations in metrics.json (a line torn by the kill is skipped; resume purges it)."""
+    return [m[ITERATION] for m in RunFolder(run).read_metrics() if ITERATION in m]
 
 
 def command(run: str, resume: bool, max_iter: int) -> list[str]:
@@ -85,7 +76,7 @@ def main() -> int:
     p.add_argument("--seed", type=int, default=0)
     args = p.parse_args()
     rng, run, start = random.Random(args.seed), os.path.join(args.out, "run"), 0
-    ckpts = Checkpointer(os.path.join(run, "models"))
+    folder = RunFolder(run)
     for trial in range(args.trials):
         log = open(os.path.join(args.out, f"trial{trial}.log"), "w")
         proc = subprocess.Popen(command(run, trial > 0, 100000), stdout=log, stderr=log)
@@ -99,7 +90,7 @@ def main() -> int:
         proc.send_signal(signal.SIGKILL)
         proc.wait()
         log.close()
-        found = ckpts.load_latest_valid()
+        found = folder.latest_checkpoint()
         if found is None:
             fail(f"trial {trial}: no valid checkpoint")
         logged = max(logged_iterations(run))

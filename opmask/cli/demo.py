@@ -142,14 +142,14 @@ def pretrain_backbone(out: str, iters: int, opts: list[str]) -> list[str]:
         return []
     import torch
 
-    from ..engine.checkpoint import Checkpointer
+    from ..engine.run_folder import RunFolder
 
     run_dir = os.path.join(out, "pretrain")
     steps = ["SOLVER.MAX_ITER", str(iters), "SOLVER.STEPS", f"({iters},)"]
     _train(MODELS[0][1], run_dir, opts + steps + ["TEST.EVAL_PERIOD", "0"])
     path = os.path.join(run_dir, "backbone.pth")
     if not os.path.isfile(path):
-        state = Checkpointer(os.path.join(run_dir, "models")).load_latest_valid()[1]["model"]
+        state = RunFolder(run_dir).latest_checkpoint()[1]["model"]
         body = {k: v for k, v in state.items() if k.startswith("backbone.")}
         buf = io.BytesIO()
         torch.save({"model": body}, buf)

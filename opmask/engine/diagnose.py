@@ -11,15 +11,17 @@ from ..data.mapper import DatasetMapper
 from ..evaluation.gt_boxes import gt_box_diagnostics
 from ..modeling import build_model
 from ..utils.fs import atomic_write_bytes
-from .checkpoint import Checkpointer, CheckpointError
+from .checkpoint import CheckpointError
+from .run_folder import RunFolder
 
 
 def diagnose_run(run_dir: str) -> tuple[dict[str, float], str]:
     """Diagnostics of the newest valid checkpoint of ``run_dir`` on its first test dataset,
     written to ``inference/{dataset}/gt_box_diagnostics.json``; returns (results, that path)."""
-    cfg = load_config(os.path.join(run_dir, "config.yaml"))
+    run = RunFolder(run_dir)
+    cfg = load_config(run.config)
     dicts, info = load_datasets(cfg.DATASETS.TEST[:1])
-    found = Checkpointer(os.path.join(run_dir, "models")).load_latest_valid()
+    found = run.latest_checkpoint()
     if found is None:
         raise CheckpointError(f"{run_dir}/models: no valid checkpoint")
     model = build_model(cfg)
@@ -33,7 +35,7 @@ def diagnose_run(run_dir: str) -> tuple[dict[str, float], str]:
     )
     strong = set(info.labels(strong_ids_from_cfg(cfg, info)))
     res = gt_box_diagnostics(model, dicts, mapper, strong)
-    out = os.path.join(run_dir, "inference", info.name, "gt_box_diagnostics.json")
+    out = run.gt_box_diagnostics(info.name)
     os.makedirs(os.path.dirname(out), exist_ok=True)
     atomic_write_bytes(out, json.dumps({"checkpoint": found[0], **res}, indent=1).encode())
     return res, out

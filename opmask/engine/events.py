@@ -24,6 +24,20 @@ import torch
 
 from ..config import ConfigError
 from ..utils.fs import atomic_write_bytes
+from .run_folder import (
+    BOX_AP,
+    DATA_TIME,
+    ETA_SECONDS,
+    ITERATION,
+    LR,
+    MASK_AP,
+    STRONG_MASK_AP,
+    TIME,
+    TOTAL_LOSS,
+    WEAK_MASK_AP,
+    RunFolder,
+    eval_key,
+)
 
 logger = logging.getLogger("opmask.train")
 
@@ -36,7 +50,7 @@ def purge_metrics(path: str, start_iter: int) -> None:
     with open(path, encoding="utf-8") as f:
         for line in f:
             try:
-                if json.loads(line)["iteration"] < start_iter:
+                if json.loads(line)[ITERATION] < start_iter:
                     kept.append(line if line.endswith("\n") else line + "\n")
             except (json.JSONDecodeError, KeyError, TypeError):
                 continue
@@ -83,7 +97,7 @@ KEY_HPARAMS = (
     "SEED",
 )
 # The final metrics shown beside them: the evaluation's scalar tags.
-HPARAM_METRICS = ("bbox/AP", "segm/AP", "segm_strong/AP", "segm_weak/AP")
+HPARAM_METRICS = (BOX_AP, MASK_AP, STRONG_MASK_AP, WEAK_MASK_AP)
 
 
 def hparams_from_cfg(cfg, keys: Iterable[str] = ()) -> dict:
@@ -107,7 +121,8 @@ class EventWriter:
         self.enabled, self.max_iter = enabled, max_iter
         self.eta = EtaEstimator()
         self.data_times: deque = deque(maxlen=20)
-        self.metrics_path = os.path.join(run_dir, "metrics.json")
+        folder = RunFolder(run_dir)
+        self.metrics_path = folder.metrics
         self.tb = None
         if enabled:
             from torch.utils.tensorboard import SummaryWriter
@@ -115,14 +130,14 @@ class EventWriter:
             os.makedirs(run_dir, exist_ok=True)
             purge_metrics(self.metrics_path, start_iter)
             self.metrics = open(self.metrics_path, "a", encoding="utf-8")
-            self.tb = SummaryWriter(os.path.join(run_dir, "tensorboard"), purge_step=start_iter)
+            self.tb = SummaryWriter(folder.tensorboard, purge_step=start_iter)
 
     def _write(self, record: dict) -> None:
         self.metrics.write(json.dumps(record) + "\n")
         self.metrics.flush()
         for k, v in record.items():
-            if k != "iteration" and isinstance(v, (int, float)):
-                self.tb.add_scalar(k, v, record["iteration"])
+            if k != ITERATION and isinstance(v, (int, float)):
+                self.tb.add_scalar(k, v, record[ITERATION])
 
     def log_train(
         self,
@@ -140,13 +155,13 @@ class EventWriter:
             return
         eta = self.eta.eta_seconds(it, self.max_iter)
         record = {
-            "iteration": it,
-            "total_loss": sum(losses.values()),
+            ITERATION: it,
+            TOTAL_LOSS: sum(losses.values()),
             **losses,
-            "lr": lr,
-            "time": iter_time,
-            "data_time": data_time,
-            "eta_seconds": eta,
+            LR: lr,
+            TIME: iter_time,
+            DATA_TIME: data_time,
+            ETA_SECONDS: eta,
         }
         self._write(record)
         if console:
@@ -155,17 +170,17 @@ class EventWriter:
     def _print(self, it: int, record: dict) -> None:
         """One console line; time is the window's median, data_time the mean of the last 20."""
         terms = "  ".join(
-            f"{k}: {v:.4g}" for k, v in record.items() if k.startswith(("total_loss", "loss_"))
+            f"{k}: {v:.4g}" for k, v in record.items() if k.startswith((TOTAL_LOSS, "loss_"))
         )
         logger.info(
             "eta: %s  iter: %d/%d  %s  time: %.4f  data_time: %.4f  lr: %.6g",
-            datetime.timedelta(seconds=int(record["eta_seconds"])),
+            datetime.timedelta(seconds=int(record[ETA_SECONDS])),
             it + 1,
             self.max_iter,
             terms,
             self.eta.seconds_per_iter(),
             statistics.fmean(self.data_times),
-            record["lr"],
+            record[LR],
         )
 
     def log_hparams(self, hparams: dict, metrics: Iterable[str] = HPARAM_METRICS) -> None:
@@ -186,13 +201,13 @@ class EventWriter:
         """Evaluation results ``{task: {metric: value}}`` as ``task/metric`` scalars."""
         if self.enabled:
             flat = {
-                f"{task}/{k}": v
+                eval_key(task, k): v
                 for task, m in results.items()
                 if task != "per_class"
                 for k, v in m.items()
             }
             if flat:
-                self._write({"iteration": it, **flat})
+                self._write({ITERATION: it, **flat})
 
     def log_image(self, tag: str, image: torch.Tensor, it: int) -> None:
         if self.enabled:

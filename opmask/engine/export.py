@@ -8,8 +8,9 @@ from ..config import load_config
 from ..modeling import build_model
 from ..modeling.weights import detectron2_file
 from ..utils.fs import atomic_write_bytes
-from .checkpoint import Checkpointer, CheckpointError
+from .checkpoint import CheckpointError
 from .run_dir import RunFolderError
+from .run_folder import RunFolder
 
 FORMATS = ("detectron2",)
 
@@ -31,11 +32,11 @@ def export_run(run_dir: str, output: str | None = None, fmt: str = "detectron2")
     """
     if fmt not in FORMATS:
         raise ValueError(f"unknown format {fmt!r}: use one of {', '.join(FORMATS)}")
-    config = os.path.join(run_dir, "config.yaml")
-    if not os.path.isfile(config):
-        raise RunFolderError(f"{run_dir}: no config.yaml (not a run folder of opmask-train)")
-    cfg = load_config(config, ["MODEL.DEVICE", "cpu", "MODEL.WEIGHTS", ""])
-    found = Checkpointer(os.path.join(run_dir, "models")).load_latest_valid()
+    run = RunFolder(run_dir)
+    if not run.is_run():
+        raise RunFolderError(f"{run_dir}: no {run.CONFIG} (not a run folder of opmask-train)")
+    cfg = load_config(run.config, ["MODEL.DEVICE", "cpu", "MODEL.WEIGHTS", ""])
+    found = run.latest_checkpoint()
     if found is None:
         raise CheckpointError(f"{run_dir}/models: no valid checkpoint")
     path, state = found
@@ -43,7 +44,7 @@ def export_run(run_dir: str, output: str | None = None, fmt: str = "detectron2")
     model.load_state_dict(state["model"])  # the checkpoint matches the run's config
     if output is None:
         stem = os.path.splitext(os.path.basename(path))[0]
-        output = os.path.join(run_dir, "export", f"{stem}_detectron2.pth")
+        output = run.export(f"{stem}_detectron2.pth")
         os.makedirs(os.path.dirname(output), exist_ok=True)
     data, left_out = detectron2_file(model, output.endswith(".pkl"))
     atomic_write_bytes(output, data)

@@ -25,11 +25,11 @@ from ..data.catalog import short_name
 from ..utils import comm
 from ..utils.errors import OPMaskInputError
 from ..utils.fs import TMP_PREFIX, atomic_write_bytes
-from .checkpoint import Checkpointer
+from .run_folder import RunFolder
 
 logger = logging.getLogger("opmask.run_dir")
 
-LOCK_NAME = "run.lock"
+LOCK_NAME = RunFolder.LOCK
 
 # Keys that may change between a run and its resumption (also every key nothing reads).
 RESUME_SAFE_KEYS = set(UNREAD_KEYS) | {
@@ -80,7 +80,7 @@ def saved_config(run_dir: str) -> CfgNode | None:
     Raises:
         RunFolderError: it exists but cannot be read as a config (corrupt).
     """
-    path = os.path.join(run_dir, "config.yaml")
+    path = RunFolder(run_dir).config
     if not os.path.isfile(path):
         return None
     try:
@@ -116,7 +116,7 @@ def _resume_config(run_dir: str) -> tuple[CfgNode | None, str]:
         old, problem = saved_config(run_dir), "missing"
     except RunFolderError as e:
         old, problem = None, str(e)
-    found = Checkpointer(os.path.join(run_dir, "models")).load_latest_valid()
+    found = RunFolder(run_dir).latest_checkpoint()
     if old is not None or found is None:
         note = "" if problem == "missing" else f"{problem}; no checkpoint to recover it from"
         return old, note
@@ -187,7 +187,7 @@ def claim(
         lock.acquire()
         cfg = settle_config(cfg, run_dir, resume=resume, eval_only=eval_only)
         if not eval_only:
-            atomic_write_bytes(os.path.join(run_dir, "config.yaml"), cfg.dump().encode())
+            atomic_write_bytes(RunFolder(run_dir).config, cfg.dump().encode())
     except BaseException:
         lock.abandon()
         raise
@@ -253,7 +253,7 @@ class RunLock:
     """
 
     def __init__(self, run_dir: str, *, created: str | None = None, fresh: bool = False):
-        self.run_dir, self.path = run_dir, os.path.join(run_dir, LOCK_NAME)
+        self.run_dir, self.path = run_dir, RunFolder(run_dir).lock
         self.created, self.fresh, self.fd = created, fresh, None
 
     def acquire(self, wait_s: float = 0.0) -> "RunLock":
@@ -336,7 +336,7 @@ class RunLock:
     def abandon(self) -> None:
         """After a failed start: in a folder this start made or found empty and that holds no
         checkpoint, remove everything it wrote; then release."""
-        models = os.path.join(self.run_dir, "models")
+        models = RunFolder(self.run_dir).models
         if self.fresh and not os.path.isdir(models) and self.fd is not None:
             for name in os.listdir(self.run_dir):
                 if name != LOCK_NAME:
@@ -407,8 +407,6 @@ def setup_logging(run_dir: str | None) -> None:
         console.setFormatter(fmt)
         root.addHandler(console)
     if run_dir:
-        rank = comm.get_rank()
-        name = "log.txt" if rank == 0 else f"log.txt.rank{rank}"
-        fh = logging.FileHandler(os.path.join(run_dir, name))
+        fh = logging.FileHandler(RunFolder(run_dir).log(comm.get_rank()))
         fh.setFormatter(fmt)
         root.addHandler(fh)

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import os
 import random
 import time
 from typing import Callable
@@ -31,6 +30,7 @@ from . import preempt
 from .backends import backends_from_cfg
 from .checkpoint import Checkpointer, CheckpointError, capture_rng, restore_rng
 from .events import EventWriter, hparams_from_cfg
+from .run_folder import RunFolder
 from .solver import build_lr_scheduler, build_optimizer, clip_gradients
 from .vis import roi_triptychs
 
@@ -64,7 +64,7 @@ def train(cfg, run_dir: str, *, resume: bool, after_step: Callable | None = None
     optimizer = build_optimizer(cfg, model)
     scheduler = build_lr_scheduler(cfg, optimizer)
     scaler = torch.amp.GradScaler(device.type, enabled=_amp_dtype(cfg) == torch.float16)
-    ckpt = Checkpointer(os.path.join(run_dir, "models"), cfg.SOLVER.MAX_TO_KEEP)
+    ckpt = RunFolder(run_dir).checkpointer(cfg.SOLVER.MAX_TO_KEEP)
     start_iter = _resume(ckpt, model, optimizer, scheduler, scaler) if resume else 0
     if start_iter == 0:
         _seed_everything(cfg.SEED + comm.get_rank())  # per-rank randomness (RoI sampling)
@@ -151,7 +151,7 @@ def evaluate_only(cfg, run_dir: str) -> dict:
     check_num_classes(cfg, info)
     backends_from_cfg(cfg)
     model = build_model(cfg)
-    found = Checkpointer(os.path.join(run_dir, "models")).load_latest_valid()
+    found = RunFolder(run_dir).latest_checkpoint()
     if found is not None:
         path, state = found
         model.load_state_dict(state["model"])
@@ -183,7 +183,7 @@ class Evaluator:
             loader = build_test_loader(
                 self.cfg, dicts, rank=comm.get_rank(), world_size=comm.get_world_size()
             )
-            folder = os.path.join(self.run_dir, "inference", info.name)
+            folder = RunFolder(self.run_dir).inference(info.name)
             res = evaluate(
                 model,
                 loader,
