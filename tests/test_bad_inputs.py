@@ -194,6 +194,8 @@ def _config_cases() -> list[Case]:
     ]
     cases += [
         Case("cfg odd overrides", _opts("SOLVER.MAX_ITER"), 1, "SOLVER.MAX_ITER"),
+        Case("cfg unknown key", _opts("SOLVER.NOT_A_KEY", "1"), 1, "SOLVER.NOT_A_KEY"),
+        Case("yaml unknown key", _yaml_cfg("MODEL:\n  NOT_A_KEY: 3\n"), 1, "MODEL.NOT_A_KEY"),
         Case("yaml None", _yaml_cfg("SOLVER:\n  IMS_PER_BATCH: null\n"), 1, "IMS_PER_BATCH"),
         Case("yaml nan gamma", _yaml_cfg("SOLVER:\n  GAMMA: .nan\n"), 1, "SOLVER.GAMMA"),
         Case("yaml inf lr", _yaml_cfg("SOLVER:\n  MOMENTUM: .inf\n"), 1, "SOLVER.MOMENTUM"),
@@ -218,6 +220,7 @@ def _config_cases() -> list[Case]:
         # a few end to end, in a fresh interpreter
         Case("sub num-gpus 0", _opts(flags=("--num-gpus", "0")), 2, "--num-gpus", True),
         Case("sub IMS -2", _opts("SOLVER.IMS_PER_BATCH", "-2"), 1, "SOLVER.IMS_PER_BATCH", True),
+        Case("sub unknown key", _opts("SOLVER.NOT_A_KEY", "1"), 1, "SOLVER.NOT_A_KEY", True),
     ]
     return cases
 
