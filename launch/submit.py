@@ -13,38 +13,12 @@ import os
 import sys
 
 from opmask.cli.parser import OneLineParser
-from opmask.config import ConfigError, load_config
-from opmask.data.build import check_datasets
-from opmask.data.coco import DatasetError
-from opmask.data.splits import SplitError
-from opmask.engine.checkpoint import CheckpointError
-from opmask.engine.run_dir import RunFolderError, claim, run_folder
-from opmask.modeling.weights import UnsafeWeightsError, check_weights_file
+from opmask.config import load_config
+from opmask.engine.run_dir import run_folder
 from opmask.utils.fs import atomic_write_bytes
-from opmask.utils.safeload import WeightsFileError
 
-from .executor import (
-    LaunchError,
-    Resources,
-    add_resource_flags,
-    check_partition,
-    make_executor,
-    resolve_resources,
-    sbatch_script,
-    submit_all,
-)
-from .job import TrainJob
-
-ERRORS = (
-    ConfigError,
-    DatasetError,
-    SplitError,
-    UnsafeWeightsError,
-    WeightsFileError,
-    RunFolderError,
-    CheckpointError,
-    LaunchError,
-)
+from .executor import LaunchError, add_resource_flags, resolve_resources, sbatch_script
+from .submission import ERRORS, Record, Request, add_data_check_flag, check_points, submit_points
 
 EPILOG = """\
 examples:
@@ -102,64 +76,28 @@ def parser() -> argparse.ArgumentParser:
     return p
 
 
-def add_data_check_flag(p: argparse.ArgumentParser) -> None:
-    p.add_argument(
-        "--no-data-check",
-        action="store_true",
-        help="skip checking the datasets and MODEL.WEIGHTS here (when this host cannot see them)",
-    )
-
-
-def check_data(cfg, checked: set | None = None) -> None:
-    """The datasets and MODEL.WEIGHTS the job will read, checked on this host as opmask-train
-    checks them, before anything is written or submitted; ``checked`` skips repeats (sweeps)."""
-    key = (tuple(cfg.DATASETS.TRAIN), tuple(cfg.DATASETS.TEST), cfg.MODEL.WEIGHTS)
-    if checked is not None and key in checked:
-        return
-    if cfg.MODEL.WEIGHTS:
-        check_weights_file(cfg.MODEL.WEIGHTS)
-    check_datasets(cfg)
-    if checked is not None:
-        checked.add(key)
-
-
-def check_world(cfg, res: Resources) -> None:
-    world = res.nodes * res.tasks
-    if cfg.SOLVER.IMS_PER_BATCH % world:
-        raise LaunchError(
-            f"SOLVER.IMS_PER_BATCH ({cfg.SOLVER.IMS_PER_BATCH}) is not a multiple "
-            f"of the world size ({res.nodes} nodes x tasks = {world})"
-        )
-
-
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     try:
         res = resolve_resources(args)
         cfg = load_config(args.config_file, args.opts)
         run_dir = os.path.abspath(run_folder(cfg, args.exp_id, args.output_dir))
-        check_world(cfg, res)
-        if not args.no_data_check:
-            check_data(cfg)
-        if not args.local:
-            check_partition(res.partition)
         folder = args.submitit_folder or os.path.join(run_dir, "slurm")
         name = f"opmask-{os.path.basename(run_dir)}"
+        request = Request(res, os.path.join(folder, "%j"), name, args.local, args.dist_timeout)
+        point = {"cfg": cfg, "run_dir": run_dir}
         if args.dry_run:
-            print(sbatch_script(os.path.join(folder, "%j"), res, name))
+            check_points([point], request, data_check=not args.no_data_check)
+            print(sbatch_script(request.folder, res, name))
             print("# resolved training config:\n" + cfg.dump())
             return 0
-        cfg, lock = claim(cfg, run_dir, resume=args.resume, eval_only=False)
+        record = SubmissionFile(run_dir, folder)
+        (job,) = submit_points(
+            [point], request, record, data_check=not args.no_data_check, resume=args.resume
+        )
     except ERRORS as e:
         print(f"opmask-submit: error: {e}", file=sys.stderr)
         return 1
-    try:
-        job = _submit(cfg, run_dir, folder, res, name, args)
-    except LaunchError as e:
-        lock.abandon()  # a new run folder is removed; a resumed one keeps its record
-        print(f"opmask-submit: error: {e}", file=sys.stderr)
-        return 1
-    lock.release()  # the job takes it over
     print(f"submitted job {job.job_id}\nrun folder: {run_dir}")
     if args.local:
         print(json.dumps(job.result()))
@@ -171,22 +109,28 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def _submit(cfg, run_dir: str, folder: str, res: Resources, name: str, args):
-    """Record the submission in RUN/submission.json before and after sbatch; returns the job."""
-    record = os.path.join(run_dir, "submission.json")
-    entry = {"job_id": None, "submitted": False, "submitit_folder": folder}
-    atomic_write_bytes(record, json.dumps(entry).encode())
-    ex = make_executor(os.path.join(folder, "%j"), res, name, local=args.local)
-    call = TrainJob(cfg.dump(), run_dir, cfg.MODEL.DEVICE, args.dist_timeout)
-    try:
-        (job,) = submit_all(ex, [call], array=False)
-    except LaunchError as e:
-        entry["error"] = str(e)
-        atomic_write_bytes(record, json.dumps(entry).encode())
-        raise
-    entry.update(job_id=job.job_id, submitted=True)
-    atomic_write_bytes(record, json.dumps(entry).encode())
-    return job
+class SubmissionFile(Record):
+    """RUN/submission.json: written before sbatch (``submitted: false``), then with the job id or
+    sbatch's refusal (a new run folder is removed after a refusal; a resumed one keeps it)."""
+
+    def __init__(self, run_dir: str, folder: str):
+        self.path = os.path.join(run_dir, "submission.json")
+        self.entry = {"job_id": None, "submitted": False, "submitit_folder": folder}
+
+    def _write(self) -> None:
+        atomic_write_bytes(self.path, json.dumps(self.entry).encode())
+
+    def claimed(self, points: list[dict]) -> None:
+        self._write()
+
+    def refused(self, error: LaunchError) -> LaunchError:
+        self.entry["error"] = str(error)
+        self._write()
+        return error
+
+    def submitted(self, points: list[dict], jobs: list) -> None:
+        self.entry.update(job_id=jobs[0].job_id, submitted=True)
+        self._write()
 
 
 if __name__ == "__main__":

@@ -21,14 +21,13 @@ import argparse
 import datetime
 import json
 import os
-import subprocess
 import sys
 
 from fvcore.common.config import CfgNode
 
 from opmask.cli.parser import OneLineParser
 from opmask.config import load_config
-from opmask.engine.run_dir import RunFolderError, claim
+from opmask.engine.run_dir import RunFolderError
 from opmask.utils.fs import atomic_write_bytes
 
 from .executor import (
@@ -36,62 +35,30 @@ from .executor import (
     Resources,
     add_resource_flags,
     check_partition,
-    make_executor,
     resolve_resources,
-    submit_all,
 )
-from .job import TrainJob, read_attempts
-from .submit import ERRORS as SUBMIT_ERRORS
-from .submit import add_data_check_flag, check_data, check_world
+from .job import read_attempts
+from .slurm_state import ACTIVE, cancel, current_state, last_job, sacct_states
+from .submission import (
+    ERRORS,
+    Record,
+    Request,
+    add_data_check_flag,
+    check_world,
+    sbatch_points,
+    submit_points,
+)
 from .sweep_file import exp_id, expand_points, read_sweep_file
 from .sweep_report import collect, varied_keys, watch
 
 MANIFEST = "sweep.json"
-ACTIVE = {
-    "PENDING",
-    "RUNNING",
-    "REQUEUED",
-    "CONFIGURING",
-    "COMPLETING",
-    "SUSPENDED",
-    "RESIZING",
-    "REQUEUE_HOLD",
-    "REQUEUE_FED",
-}
 
 
 def _opts(overrides: dict) -> list[str]:
     return [x for k, v in overrides.items() for x in (k, v if isinstance(v, str) else repr(v))]
 
 
-# ---------------------------------------------------------------------- SLURM and run state
-def sacct_states(job_ids: list[str]) -> dict[str, list[str]]:
-    """Every attempt's state per job id (requeues show as extra rows), oldest first."""
-    ids = [j for j in job_ids if j]
-    if not ids:
-        return {}
-    out = subprocess.run(
-        [
-            "sacct",
-            "-n",
-            "-P",
-            "-X",
-            "--duplicates",
-            "-o",
-            "JobID,State",
-            "-j",
-            ",".join(sorted({j.split("_")[0] for j in ids})),
-        ],
-        capture_output=True,
-        text=True,
-    )
-    states: dict[str, list[str]] = {}
-    for line in out.stdout.splitlines():
-        job, _, state = line.partition("|")
-        states.setdefault(job, []).append(state.split()[0] if state else "UNKNOWN")
-    return states
-
-
+# ---------------------------------------------------------------------- run state
 def run_progress(run_dir: str) -> dict:
     """Iteration, loss, ETA and latest APs from metrics.json; outcomes from attempts.jsonl."""
     info: dict = {"iteration": None, "loss": None, "eta": None, "strong": None, "weak": None}
@@ -125,9 +92,7 @@ def cmd_submit(args) -> int:
     for k, v in (spec.get("resources") or {}).items():
         if getattr(args, k, None) is None:  # the command line wins over the sweep file
             setattr(res, k, v)
-    points = _validated_points(spec, out, res, not args.no_data_check)  # local inputs first
-    check_partition(res.partition)
-    _claim_points(points)  # the first writes; rolled back if one fails
+    points = _points(spec, out)
     manifest = {
         "name": spec["name"],
         "sweep_file": os.path.abspath(args.sweep_file),
@@ -136,14 +101,14 @@ def cmd_submit(args) -> int:
         "points": points,
         "created": datetime.datetime.now().isoformat(timespec="seconds"),
     }
-    _save_manifest(manifest, out)  # before sbatch: a failed submission leaves a resumable sweep
-    try:
-        _submit_points(manifest, points, out, args)
-    except LaunchError as e:
-        raise LaunchError(
-            f"{e}; the sweep is saved in {out} (nothing submitted): fix the request and run "
-            f"`opmask-sweep resume {out}` with the corrected resource flags"
-        ) from None
+    record = Manifest(manifest, out, refusal_hint=True)
+    submit_points(
+        points,
+        _request(manifest, out, args),
+        record,
+        data_check=not args.no_data_check,
+        resume=False,
+    )
     print(
         f"submitted {len(points)} points as one job array; manifest: {out}/{MANIFEST}\n"
         f"follow it: opmask-sweep status {out}"
@@ -151,14 +116,11 @@ def cmd_submit(args) -> int:
     return 0
 
 
-def _validated_points(spec: dict, out: str, res: Resources, data_check: bool) -> list[dict]:
-    """Every point's config loaded and checked, its run folder free; nothing written."""
-    points, hparams, checked = [], ["EXP.HPARAMS", repr(tuple(varied_keys(spec)))], set()
+def _points(spec: dict, out: str) -> list[dict]:
+    """Every point's config loaded (nothing written), its run folder ``OUT/runs/EXP_ID`` free."""
+    points, hparams = [], ["EXP.HPARAMS", repr(tuple(varied_keys(spec)))]
     for i, overrides in enumerate(expand_points(spec)):
         cfg = load_config(spec["config"], _opts(overrides) + hparams)  # HParams: varied keys
-        check_world(cfg, res)
-        if data_check:
-            check_data(cfg, checked)
         name = exp_id(overrides)
         run_dir = os.path.join(out, "runs", name)
         if os.path.isdir(run_dir) and os.listdir(run_dir):
@@ -171,52 +133,49 @@ def _validated_points(spec: dict, out: str, res: Resources, data_check: bool) ->
     return points
 
 
-def _claim_points(points: list[dict]) -> None:
-    """Write each point's config.yaml (drawing its seed); on failure undo the earlier ones."""
-    locks = []
-    try:
-        for p in points:
-            cfg, lock = claim(p["cfg"], p["run_dir"], resume=False, eval_only=False)
-            locks.append(lock)
-            p["cfg"], p["job_ids"] = cfg.dump(), []
-    except BaseException:
-        for lock in locks:
-            lock.abandon()
-        raise
-    for lock in locks:
-        lock.release()
-
-
-def _save_manifest(manifest: dict, out: str) -> None:
-    atomic_write_bytes(os.path.join(out, MANIFEST), json.dumps(manifest, indent=1).encode())
-
-
-def _submit_points(manifest: dict, points: list[dict], out: str, args) -> None:
-    """Submit ``points`` as one job array (a single point as a plain job); the manifest records
-    the job ids, or the refusal (``last_error``) when sbatch refuses."""
-    res = Resources(**manifest["resources"])
-    ex = make_executor(
+def _request(manifest: dict, out: str, args) -> Request:
+    """The sweep's job array: its resources, OUT/slurm, job name ``sweep-NAME``."""
+    return Request(
+        Resources(**manifest["resources"]),
         os.path.join(out, "slurm", "%j"),  # %j is ARRAYID_TASK for array tasks
-        res,
         f"sweep-{manifest['name']}",
-        local=False,
+        dist_timeout_min=args.dist_timeout,
     )
-    ex.update_parameters(slurm_array_parallelism=res.array_parallelism)
-    calls = [TrainJob(p["cfg"], p["run_dir"], _device(p), args.dist_timeout) for p in points]
-    try:
-        jobs = submit_all(ex, calls, array=len(points) > 1)
-    except LaunchError as e:
-        manifest["last_error"] = str(e)
-        _save_manifest(manifest, out)
-        raise
-    for p, job in zip(points, jobs):
-        p.setdefault("job_ids", []).append(job.job_id)
-    manifest.pop("last_error", None)
-    _save_manifest(manifest, out)
 
 
-def _device(point: dict) -> str:
-    return CfgNode.load_cfg(point["cfg"]).MODEL.DEVICE
+class Manifest(Record):
+    """SWEEP/sweep.json: saved once the run folders are claimed (a refused submission leaves a
+    resumable sweep), then with each point's job id or sbatch's refusal (``last_error``)."""
+
+    keep_on_refusal = True
+
+    def __init__(self, manifest: dict, out: str, *, refusal_hint: bool = False):
+        self.manifest, self.out, self.refusal_hint = manifest, out, refusal_hint
+
+    def save(self) -> None:
+        path = os.path.join(self.out, MANIFEST)
+        atomic_write_bytes(path, json.dumps(self.manifest, indent=1).encode())
+
+    def claimed(self, points: list[dict]) -> None:
+        for p in points:
+            p["job_ids"] = []
+        self.save()
+
+    def refused(self, error: LaunchError) -> LaunchError:
+        self.manifest["last_error"] = str(error)
+        self.save()
+        if not self.refusal_hint:
+            return error
+        return LaunchError(
+            f"{error}; the sweep is saved in {self.out} (nothing submitted): fix the request and "
+            f"run `opmask-sweep resume {self.out}` with the corrected resource flags"
+        )
+
+    def submitted(self, points: list[dict], jobs: list) -> None:
+        for p, job in zip(points, jobs):
+            p.setdefault("job_ids", []).append(job.job_id)
+        self.manifest.pop("last_error", None)
+        self.save()
 
 
 def load_manifest(folder: str) -> dict:
@@ -231,23 +190,18 @@ def _fmt(v, spec=".3f"):
     return "-" if v is None else format(v, spec)
 
 
-def _last_job(point: dict) -> str:
-    """The point's newest job id ('' when sbatch never accepted it)."""
-    return point["job_ids"][-1] if point.get("job_ids") else ""
-
-
 def status_rows(manifest: dict) -> list[dict]:
-    states = sacct_states([_last_job(p) for p in manifest["points"]])
+    states = sacct_states([last_job(p) for p in manifest["points"]])
     rows = []
     for p in manifest["points"]:
         prog = run_progress(p["run_dir"])
-        history = states.get(_last_job(p), [])
+        history = states.get(last_job(p), [])
         rows.append(
             {
                 "point": p["index"],
                 "exp_id": p["exp_id"],
-                "job": _last_job(p) or "-",
-                "state": _current_state(states, p),
+                "job": last_job(p) or "-",
+                "state": current_state(states, p),
                 "iter": f"{prog['iteration'] or 0}/{_max_iter(p)}",
                 "loss": _fmt(prog["loss"]),
                 "eta": "-"
@@ -261,14 +215,6 @@ def status_rows(manifest: dict) -> list[dict]:
             }
         )
     return rows
-
-
-def _current_state(states: dict[str, list[str]], point: dict) -> str:
-    """SLURM state of the point's newest job's latest attempt (NOT_SUBMITTED: none yet)."""
-    if not _last_job(point):
-        return "NOT_SUBMITTED"
-    history = states.get(_last_job(point), [])
-    return history[-1] if history else "UNKNOWN"
 
 
 def _max_iter(point: dict) -> int:
@@ -310,11 +256,11 @@ def cmd_resume(args) -> int:
         base = resolve_resources(argparse.Namespace(profile=args.profile))
     res = resolve_resources(args, base)
     check_partition(res.partition)
-    states = sacct_states([_last_job(p) for p in manifest["points"]])
+    states = sacct_states([last_job(p) for p in manifest["points"]])
     todo = [
         p
         for p in manifest["points"]
-        if not run_progress(p["run_dir"])["finished"] and _current_state(states, p) not in ACTIVE
+        if not run_progress(p["run_dir"])["finished"] and current_state(states, p) not in ACTIVE
     ]
     if not todo:
         print("nothing to resume: every point finished or is queued/running")
@@ -322,7 +268,8 @@ def cmd_resume(args) -> int:
     for p in todo:
         check_world(CfgNode.load_cfg(p["cfg"]), res)
     manifest["resources"] = vars(res)
-    _submit_points(manifest, todo, os.path.abspath(args.folder), args)
+    out = os.path.abspath(args.folder)
+    sbatch_points(todo, _request(manifest, out, args), Manifest(manifest, out))
     print(f"resubmitted points {[p['index'] for p in todo]} as one job array")
     return 0
 
@@ -330,9 +277,8 @@ def cmd_resume(args) -> int:
 def cmd_cancel(args) -> int:
     manifest = load_manifest(args.folder)
     chosen = [p for p in manifest["points"] if args.point is None or p["index"] in args.point]
-    ids = [_last_job(p) for p in chosen if _last_job(p)]
-    if ids:  # points sbatch never accepted have nothing to cancel
-        subprocess.run(["scancel", *ids], check=False)
+    ids = [last_job(p) for p in chosen if last_job(p)]
+    cancel(ids)  # points sbatch never accepted have nothing to cancel
     print(f"cancelled {len(ids)} point(s): {', '.join(ids) or '-'}")
     return 0
 
@@ -394,7 +340,7 @@ def main(argv: list[str] | None = None) -> int:
     }
     try:
         return commands[args.command](args)
-    except SUBMIT_ERRORS as e:
+    except ERRORS as e:
         print(f"opmask-sweep: error: {e}", file=sys.stderr)
         return 1
 

@@ -37,9 +37,11 @@ def read_sweep_file(path: str) -> dict:
     if unknown:
         raise LaunchError(f"{path}: unknown sweep keys {unknown}")
     _check_types(spec, path)
-    base = os.path.dirname(os.path.abspath(path))
-    if not os.path.isabs(spec["config"]) and not os.path.isfile(spec["config"]):
-        spec["config"] = os.path.join(base, spec["config"])
+    # A config path is relative to the current folder, else to the sweep file's folder, else a
+    # shipped config's name (load_config finds those).
+    beside = os.path.join(os.path.dirname(os.path.abspath(path)), spec["config"])
+    if not os.path.isfile(spec["config"]) and os.path.isfile(beside):
+        spec["config"] = beside
     spec.setdefault("name", os.path.splitext(os.path.basename(path))[0])
     return spec
 

@@ -1,0 +1,194 @@
+"""Submitting training runs, shared by ``opmask-submit`` (one point) and ``opmask-sweep``
+(N points): check every input, claim the run folders, submit them as one job (or one job array)
+and record the outcome.
+
+A *point* is a dict with at least ``cfg`` (a loaded config; after claiming, its YAML with the
+seed drawn) and ``run_dir``; sweeps keep more keys in it (their manifest's points).
+"""
+
+from __future__ import annotations
+
+import argparse
+from dataclasses import dataclass
+
+from fvcore.common.config import CfgNode
+
+from opmask.config import ConfigError
+from opmask.data.build import check_datasets
+from opmask.data.coco import DatasetError
+from opmask.data.splits import SplitError
+from opmask.engine.checkpoint import CheckpointError
+from opmask.engine.run_dir import RunFolderError, RunLock, claim
+from opmask.modeling.weights import UnsafeWeightsError, check_weights_file
+from opmask.utils.safeload import WeightsFileError
+
+from .executor import LaunchError, Resources, check_partition, make_executor, submit_all
+from .job import TrainJob
+
+# Bad input of any kind: reported in one line, exit 1.
+ERRORS = (
+    ConfigError,
+    DatasetError,
+    SplitError,
+    UnsafeWeightsError,
+    WeightsFileError,
+    RunFolderError,
+    CheckpointError,
+    LaunchError,
+)
+
+
+@dataclass
+class Request:
+    """How points are submitted.
+
+    Attributes:
+        res: the SLURM request of each point's job.
+        folder: submitit's folder for scripts and logs (holding ``%j``).
+        name: the SLURM job name.
+        local: submitit's local executor instead of SLURM (one point only).
+        dist_timeout_min: collective timeout of the training processes, minutes.
+    """
+
+    res: Resources
+    folder: str
+    name: str
+    local: bool = False
+    dist_timeout_min: float = 30.0
+
+
+class Record:
+    """Where a submission is recorded; the default records nothing. ``opmask-submit`` writes
+    RUN/submission.json, ``opmask-sweep`` the sweep manifest."""
+
+    keep_on_refusal = False  # keep the claimed run folders when sbatch refuses (else abandon)
+
+    def claimed(self, points: list[dict]) -> None:
+        """The run folders are claimed; nothing is submitted yet."""
+
+    def refused(self, error: LaunchError) -> LaunchError:
+        """sbatch refused the request; returns the error to report."""
+        return error
+
+    def submitted(self, points: list[dict], jobs: list) -> None:
+        """sbatch accepted ``jobs`` (one per point, in order)."""
+
+
+def add_data_check_flag(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--no-data-check",
+        action="store_true",
+        help="skip checking the datasets and MODEL.WEIGHTS here (when this host cannot see them)",
+    )
+
+
+def check_data(cfg: CfgNode, checked: set | None = None) -> None:
+    """The datasets and MODEL.WEIGHTS the job will read, checked on this host as opmask-train
+    checks them, before anything is written or submitted; ``checked`` skips repeats (sweeps)."""
+    key = (tuple(cfg.DATASETS.TRAIN), tuple(cfg.DATASETS.TEST), cfg.MODEL.WEIGHTS)
+    if checked is not None and key in checked:
+        return
+    if cfg.MODEL.WEIGHTS:
+        check_weights_file(cfg.MODEL.WEIGHTS)
+    check_datasets(cfg)
+    if checked is not None:
+        checked.add(key)
+
+
+def check_world(cfg: CfgNode, res: Resources) -> None:
+    """Refuse a global batch that the job's processes cannot share evenly."""
+    world = res.nodes * res.tasks
+    if cfg.SOLVER.IMS_PER_BATCH % world:
+        raise LaunchError(
+            f"SOLVER.IMS_PER_BATCH ({cfg.SOLVER.IMS_PER_BATCH}) is not a multiple "
+            f"of the world size ({res.nodes} nodes x tasks = {world})"
+        )
+
+
+def check_points(points: list[dict], request: Request, *, data_check: bool) -> None:
+    """Every point's world size and (when ``data_check``) data, each data set once; then the
+    cluster and partition unless ``request.local``. Writes nothing."""
+    checked: set = set()
+    for p in points:
+        check_world(p["cfg"], request.res)
+        if data_check:
+            check_data(p["cfg"], checked)
+    if not request.local:
+        check_partition(request.res.partition)
+
+
+def claim_points(points: list[dict], *, resume: bool) -> list[RunLock]:
+    """Claim each point's run folder (writes its config.yaml, drawing its seed; ``p["cfg"]``
+    becomes that YAML); on failure undo the earlier ones. Returns the held locks."""
+    locks = []
+    try:
+        for p in points:
+            cfg, lock = claim(p["cfg"], p["run_dir"], resume=resume, eval_only=False)
+            locks.append(lock)
+            p["cfg"] = cfg.dump()
+    except BaseException:
+        for lock in locks:
+            lock.abandon()
+        raise
+    return locks
+
+
+def sbatch_points(points: list[dict], request: Request, record: Record) -> list:
+    """Submit claimed ``points`` as one job array (a single point as a plain job); the record
+    gets the job ids, or the refusal. Returns the jobs, one per point.
+
+    Raises:
+        LaunchError: sbatch refused (``record.refused``'s error).
+    """
+    ex = make_executor(request.folder, request.res, request.name, local=request.local)
+    if not request.local:
+        ex.update_parameters(slurm_array_parallelism=request.res.array_parallelism)
+    calls = [
+        TrainJob(
+            p["cfg"],
+            p["run_dir"],
+            CfgNode.load_cfg(p["cfg"]).MODEL.DEVICE,
+            request.dist_timeout_min,
+        )
+        for p in points
+    ]
+    try:
+        jobs = submit_all(ex, calls, array=len(points) > 1)
+    except LaunchError as e:
+        raise record.refused(e) from None
+    record.submitted(points, jobs)
+    return jobs
+
+
+def submit_points(
+    points: list[dict], request: Request, record: Record, *, data_check: bool, resume: bool
+) -> list:
+    """Check every input, claim the run folders, submit, record: the one submission path.
+
+    Args:
+        points: dicts with ``cfg`` (a loaded config) and ``run_dir``; ``cfg`` becomes the
+            claimed config's YAML.
+        request: where and how to submit.
+        record: gets the claimed points, then the job ids or sbatch's refusal.
+        data_check: check the datasets and MODEL.WEIGHTS on this host first.
+        resume: allow run folders that hold a run (continue them).
+
+    Returns:
+        The submitted jobs, one per point.
+
+    Raises:
+        One of ``ERRORS`` (nothing is submitted). After a refusal by sbatch the claimed folders
+        are abandoned, or kept when ``record.keep_on_refusal``.
+    """
+    check_points(points, request, data_check=data_check)
+    locks = claim_points(points, resume=resume)
+    try:
+        record.claimed(points)
+        jobs = sbatch_points(points, request, record)
+    except LaunchError:
+        for lock in locks:
+            lock.release() if record.keep_on_refusal else lock.abandon()
+        raise
+    for lock in locks:
+        lock.release()  # the jobs take them over
+    return jobs
