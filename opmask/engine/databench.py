@@ -141,8 +141,52 @@ def format_rows(rows: list[dict]) -> list[str]:
     return lines
 
 
+def hold_rank(spec: str, batches: int, cache_dir: str) -> None:
+    """A simulated rank: load the dataset from the index (warm cache), read ``batches`` batches
+    in the main process, say so on stdout, and stay alive until stdin closes (so that the parent
+    measures every rank at once)."""
+    run_path("index", spec, 0, batches, cache_dir)
+    print(json.dumps({"ready": os.getpid()}), flush=True)
+    sys.stdin.read()
+
+
+def simulated_ranks(spec: str, ranks: int, batches: int, cache_dir: str) -> dict[str, int]:
+    """kB summed over ``ranks`` processes that each load the index path and read ``batches``
+    batches, all alive at the moment of measurement: ``rss`` (counts shared pages once per
+    process), ``pss`` (shared pages split between their users: the machine's real cost) and
+    ``anon``. The cache is built beforehand (``build_time``)."""
+    cmd = [sys.executable, "-m", "opmask.engine.databench", "rank", spec, "0", str(batches)]
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    procs = [
+        subprocess.Popen(
+            [*cmd, cache_dir], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=env
+        )
+        for _ in range(ranks)
+    ]
+    try:
+        for p in procs:
+            line = p.stdout.readline()
+            if not line:
+                raise RuntimeError(f"simulated rank {p.pid} exited with {p.wait()}")
+        totals = {"rss": 0, "pss": 0, "anon": 0}
+        for p in procs:
+            mem = memory_kb(p.pid)
+            for k in totals:
+                totals[k] += mem[k]
+        return totals
+    finally:
+        for p in procs:
+            if p.stdin:
+                p.stdin.close()
+        for p in procs:
+            p.wait()
+
+
 def _main(argv: list[str]) -> None:
     path, spec, workers, batches, cache_dir = argv
+    if path == "rank":
+        hold_rank(spec, int(batches), cache_dir)
+        return
     if path == "build":
         from ..data.catalog import load_dataset
 
@@ -151,10 +195,6 @@ def _main(argv: list[str]) -> None:
         print(json.dumps({"build_s": time.perf_counter() - start}))
         return
     print(json.dumps(run_path(path, spec, int(workers), int(batches), cache_dir)))
-
-
-if __name__ == "__main__":
-    _main(sys.argv[1:])
 
 
 def synthetic_detections(gt: dict, per_image: int, seed: int = 0) -> list[dict]:
@@ -205,3 +245,7 @@ def eval_times(folder: str, images: int, per_image: int) -> list[tuple[str, floa
         res = evaluate_results(gt_json, dets, [1, 2, 3], backend)
         rows.append((backend, time.perf_counter() - start, res["segm"]["AP"]))
     return rows
+
+
+if __name__ == "__main__":
+    _main(sys.argv[1:])

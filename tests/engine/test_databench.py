@@ -21,3 +21,15 @@ def test_run_path_measures_main_and_each_worker(tmp_path):
     row["build_s"] = 0.5
     lines = databench.format_rows([row])
     assert lines[1].startswith("index") and "0.5" in lines[1] and " 3: " in lines[2]
+
+
+def test_simulated_ranks_are_measured_alive_at_once(tmp_path):
+    json_file = write_coco_like(str(tmp_path / "ds"), 12)
+    spec = f"{json_file}:{tmp_path}/ds/images"
+    databench.build_time(spec, str(tmp_path / "c"))
+    one = databench.simulated_ranks(spec, 1, 2, str(tmp_path / "c"))
+    two = databench.simulated_ranks(spec, 2, 2, str(tmp_path / "c"))
+    assert one["rss"] >= one["pss"] > 0
+    # two live processes: about twice the private memory, and PSS below RSS (shared pages split)
+    assert 1.5 * one["anon"] < two["anon"] < 2.5 * one["anon"]
+    assert two["pss"] < two["rss"]
