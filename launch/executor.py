@@ -15,13 +15,14 @@ import submitit
 import yaml
 from submitit.core.utils import FailedJobError
 
+from opmask.utils.errors import OPMaskInputError
 from opmask.utils.resources import profile_names, profile_path
 
 # Every job: append to its logs across requeues, and let SLURM requeue it.
 _SBATCH_EXTRA = {"open-mode": "append", "requeue": True}
 
 
-class LaunchError(ValueError):
+class LaunchError(OPMaskInputError):
     """Bad launcher input (profile, sweep file, partition...): reported before submitting."""
 
 

@@ -13,29 +13,13 @@ from dataclasses import dataclass
 
 from fvcore.common.config import CfgNode
 
-from opmask.config import ConfigError
+from opmask.cli.flags import run_flags
 from opmask.data.build import check_datasets
-from opmask.data.coco import DatasetError
-from opmask.data.splits import SplitError
-from opmask.engine.checkpoint import CheckpointError
-from opmask.engine.run_dir import RunFolderError, RunLock, claim
-from opmask.modeling.weights import UnsafeWeightsError, check_weights_file
-from opmask.utils.safeload import WeightsFileError
+from opmask.engine.run_dir import RunLock, claim
+from opmask.modeling.weights import check_weights_file
 
 from .executor import LaunchError, Resources, check_partition, make_executor, submit_all
 from .job import TrainJob
-
-# Bad input of any kind: reported in one line, exit 1.
-ERRORS = (
-    ConfigError,
-    DatasetError,
-    SplitError,
-    UnsafeWeightsError,
-    WeightsFileError,
-    RunFolderError,
-    CheckpointError,
-    LaunchError,
-)
 
 
 @dataclass
@@ -72,6 +56,13 @@ class Record:
 
     def submitted(self, points: list[dict], jobs: list) -> None:
         """sbatch accepted ``jobs`` (one per point, in order)."""
+
+
+def add_dist_timeout_flag(p: argparse.ArgumentParser) -> None:
+    """``--dist-timeout`` exactly as the run flags declare it (``opmask.cli.flags``), for the
+    commands that submit runs without the other run flags (``opmask-sweep submit/resume``)."""
+    (action,) = [a for a in run_flags()._actions if a.dest == "dist_timeout"]
+    p._add_action(action)  # what argparse's parents= does for each of a parent's actions
 
 
 def add_data_check_flag(p: argparse.ArgumentParser) -> None:
@@ -177,8 +168,9 @@ def submit_points(
         The submitted jobs, one per point.
 
     Raises:
-        One of ``ERRORS`` (nothing is submitted). After a refusal by sbatch the claimed folders
-        are abandoned, or kept when ``record.keep_on_refusal``.
+        OPMaskInputError: bad input, nothing submitted. After a refusal by sbatch
+            (``LaunchError``) the claimed folders are abandoned, or kept when
+            ``record.keep_on_refusal``.
     """
     check_points(points, request, data_check=data_check)
     locks = claim_points(points, resume=resume)

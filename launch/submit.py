@@ -12,13 +12,16 @@ import json
 import os
 import sys
 
+from opmask.cli.flags import run_flags
 from opmask.cli.parser import OneLineParser
 from opmask.config import load_config
+from opmask.engine.exit_codes import run_command
 from opmask.engine.run_dir import run_folder
+from opmask.engine.run_folder import RunFolder
 from opmask.utils.fs import atomic_write_bytes
 
 from .executor import LaunchError, add_resource_flags, resolve_resources, sbatch_script
-from .submission import ERRORS, Record, Request, add_data_check_flag, check_points, submit_points
+from .submission import Record, Request, add_data_check_flag, check_points, submit_points
 
 EPILOG = """\
 examples:
@@ -29,13 +32,15 @@ examples:
 """
 
 
-def add_training_flags(p: argparse.ArgumentParser) -> None:
-    p.add_argument(
-        "--dist-timeout",
-        type=float,
-        default=30.0,
-        metavar="MIN",
-        help="collective timeout in minutes",
+def parser() -> argparse.ArgumentParser:
+    """opmask-submit's flags: the run flags of opmask-train (``opmask.cli.flags``), the submission
+    flags and the SLURM resources."""
+    p = OneLineParser(
+        prog="opmask-submit",
+        description=__doc__.replace("``", ""),
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        parents=[run_flags()],
     )
     p.add_argument(
         "--dry-run",
@@ -47,57 +52,33 @@ def add_training_flags(p: argparse.ArgumentParser) -> None:
         action="store_true",
         help="run the same job here without SLURM (submitit's local executor) and wait",
     )
-
-
-def parser() -> argparse.ArgumentParser:
-    p = OneLineParser(
-        prog="opmask-submit",
-        description=__doc__.replace("``", ""),
-        epilog=EPILOG,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    p.add_argument("--config-file", required=True, help="training config (as for opmask-train)")
-    p.add_argument("--exp-id", default="run_01", help="run folder name part (as for opmask-train)")
-    p.add_argument("--output-dir", help="exact run folder (as for opmask-train)")
-    p.add_argument(
-        "--resume",
-        action="store_true",
-        help="allow submitting into a folder that holds a run (continues it)",
-    )
-    add_training_flags(p)
     add_data_check_flag(p)
     add_resource_flags(p)
-    p.add_argument(
-        "opts",
-        nargs=argparse.REMAINDER,
-        metavar="KEY VALUE",
-        help="config overrides, exactly as for opmask-train",
-    )
     return p
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = parser().parse_args(argv)
-    try:
-        res = resolve_resources(args)
-        cfg = load_config(args.config_file, args.opts)
-        run_dir = os.path.abspath(run_folder(cfg, args.exp_id, args.output_dir))
-        folder = args.submitit_folder or os.path.join(run_dir, "slurm")
-        name = f"opmask-{os.path.basename(run_dir)}"
-        request = Request(res, os.path.join(folder, "%j"), name, args.local, args.dist_timeout)
-        point = {"cfg": cfg, "run_dir": run_dir}
-        if args.dry_run:
-            check_points([point], request, data_check=not args.no_data_check)
-            print(sbatch_script(request.folder, res, name))
-            print("# resolved training config:\n" + cfg.dump())
-            return 0
-        record = SubmissionFile(run_dir, folder)
-        (job,) = submit_points(
-            [point], request, record, data_check=not args.no_data_check, resume=args.resume
-        )
-    except ERRORS as e:
-        print(f"opmask-submit: error: {e}", file=sys.stderr)
-        return 1
+    """Bad input: one line, exit 1; any other exception: its traceback, exit_codes.BUG."""
+    return run_command("opmask-submit", submit, parser().parse_args(argv))
+
+
+def submit(args: argparse.Namespace) -> int:
+    res = resolve_resources(args)
+    cfg = load_config(args.config_file, args.opts)
+    run_dir = os.path.abspath(run_folder(cfg, args.exp_id, args.output_dir))
+    folder = args.submitit_folder or os.path.join(run_dir, "slurm")
+    name = f"opmask-{os.path.basename(run_dir)}"
+    request = Request(res, os.path.join(folder, "%j"), name, args.local, args.dist_timeout)
+    point = {"cfg": cfg, "run_dir": run_dir}
+    if args.dry_run:
+        check_points([point], request, data_check=not args.no_data_check)
+        print(sbatch_script(request.folder, res, name))
+        print("# resolved training config:\n" + cfg.dump())
+        return 0
+    record = SubmissionFile(run_dir, folder)
+    (job,) = submit_points(
+        [point], request, record, data_check=not args.no_data_check, resume=args.resume
+    )
     print(f"submitted job {job.job_id}\nrun folder: {run_dir}")
     if args.local:
         print(json.dumps(job.result()))
@@ -114,7 +95,7 @@ class SubmissionFile(Record):
     sbatch's refusal (a new run folder is removed after a refusal; a resumed one keeps it)."""
 
     def __init__(self, run_dir: str, folder: str):
-        self.path = os.path.join(run_dir, "submission.json")
+        self.path = RunFolder(run_dir).submission
         self.entry = {"job_id": None, "submitted": False, "submitit_folder": folder}
 
     def _write(self) -> None:

@@ -27,7 +27,16 @@ from fvcore.common.config import CfgNode
 
 from opmask.cli.parser import OneLineParser
 from opmask.config import load_config
+from opmask.engine.exit_codes import run_command
 from opmask.engine.run_dir import RunFolderError
+from opmask.engine.run_folder import (
+    ETA_SECONDS,
+    ITERATION,
+    STRONG_MASK_AP,
+    TOTAL_LOSS,
+    WEAK_MASK_AP,
+    RunFolder,
+)
 from opmask.utils.fs import atomic_write_bytes
 
 from .executor import (
@@ -37,13 +46,12 @@ from .executor import (
     check_partition,
     resolve_resources,
 )
-from .job import read_attempts
 from .slurm_state import ACTIVE, cancel, current_state, last_job, sacct_states
 from .submission import (
-    ERRORS,
     Record,
     Request,
     add_data_check_flag,
+    add_dist_timeout_flag,
     check_world,
     sbatch_points,
     submit_points,
@@ -61,22 +69,14 @@ def _opts(overrides: dict) -> list[str]:
 # ---------------------------------------------------------------------- run state
 def run_progress(run_dir: str) -> dict:
     """Iteration, loss, ETA and latest APs from metrics.json; outcomes from attempts.jsonl."""
+    run = RunFolder(run_dir)
     info: dict = {"iteration": None, "loss": None, "eta": None, "strong": None, "weak": None}
-    path = os.path.join(run_dir, "metrics.json")
-    lines = []
-    if os.path.isfile(path):
-        with open(path, encoding="utf-8") as f:
-            lines = f.readlines()
-    for line in lines:
-        try:
-            m = json.loads(line)
-        except json.JSONDecodeError:
-            continue
-        if "total_loss" in m:
-            info.update(iteration=m["iteration"] + 1, loss=m["total_loss"], eta=m["eta_seconds"])
-        if "segm_weak/AP" in m:
-            info.update(strong=m.get("segm_strong/AP"), weak=m["segm_weak/AP"])
-    attempts = read_attempts(run_dir)
+    for m in run.read_metrics():
+        if TOTAL_LOSS in m:
+            info.update(iteration=m[ITERATION] + 1, loss=m[TOTAL_LOSS], eta=m[ETA_SECONDS])
+        if WEAK_MASK_AP in m:
+            info.update(strong=m.get(STRONG_MASK_AP), weak=m[WEAK_MASK_AP])
+    attempts = run.read_attempts()
     info["outcomes"] = [a["outcome"] for a in attempts]
     info["finished"] = bool(attempts) and attempts[-1]["outcome"] == "completed"
     return info
@@ -298,7 +298,7 @@ def parser() -> argparse.ArgumentParser:
     s = sub.add_parser("submit", help="submit every point as one job array and return")
     s.add_argument("sweep_file")
     s.add_argument("--out", help="sweep folder (default sweeps/NAME)")
-    s.add_argument("--dist-timeout", type=float, default=30.0, help="collective timeout (min)")
+    add_dist_timeout_flag(s)
     add_data_check_flag(s)
     add_resource_flags(s)
     for name, help_ in (
@@ -321,15 +321,14 @@ def parser() -> argparse.ArgumentParser:
         if name == "cancel":
             c.add_argument("--point", type=int, nargs="+", help="only these point indices")
         if name == "resume":
-            c.add_argument(
-                "--dist-timeout", type=float, default=30.0, help="collective timeout (min)"
-            )
+            add_dist_timeout_flag(c)
             add_resource_flags(c)  # corrections of the saved request (e.g. a refused --nodes)
             c.set_defaults(profile=None)
     return p
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Bad input: one line, exit 1; any other exception: its traceback, exit_codes.BUG."""
     args = parser().parse_args(argv)
     commands = {
         "submit": cmd_submit,
@@ -338,11 +337,7 @@ def main(argv: list[str] | None = None) -> int:
         "cancel": cmd_cancel,
         "collect": cmd_collect,
     }
-    try:
-        return commands[args.command](args)
-    except ERRORS as e:
-        print(f"opmask-sweep: error: {e}", file=sys.stderr)
-        return 1
+    return run_command("opmask-sweep", commands[args.command], args)
 
 
 if __name__ == "__main__":

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import csv
 import io
-import json
 import os
 import sys
 import time
@@ -19,6 +18,7 @@ from typing import Callable
 
 from PIL import Image, ImageDraw
 
+from opmask.engine.run_folder import ITERATION, TOTAL_LOSS, RunFolder
 from opmask.utils.fs import atomic_write_bytes
 
 COLORS = [
@@ -47,7 +47,7 @@ def collect(manifest: dict, folder: str) -> str:
             "exp_id": p["exp_id"],
             **{k: str(v) for k, v in p["overrides"].items()},
         }
-        results = _final_results(p["run_dir"])
+        results = RunFolder(p["run_dir"]).read_results()
         for task in ("bbox", "segm", "segm_strong", "segm_weak"):
             ap = results.get(task, {}).get("AP")
             row[f"{task}_AP"] = "-" if ap is None else f"{ap:.2f}"
@@ -75,16 +75,6 @@ def collect(manifest: dict, folder: str) -> str:
     return "\n".join(md)
 
 
-def _final_results(run_dir: str) -> dict:
-    folder = os.path.join(run_dir, "inference")
-    for name in sorted(os.listdir(folder)) if os.path.isdir(folder) else []:
-        path = os.path.join(folder, name, "results.json")
-        if os.path.isfile(path):
-            with open(path, encoding="utf-8") as f:
-                return json.load(f)
-    return {}
-
-
 def varied_keys(spec: dict) -> list[str]:
     """The config keys a sweep varies (its grid's and its points' keys), in file order."""
     keys = list(spec.get("grid") or {})
@@ -95,18 +85,8 @@ def varied_keys(spec: dict) -> list[str]:
 
 def loss_curve(run_dir: str) -> list[tuple[int, float]]:
     """``(iteration, total_loss)`` of every training record in the run's metrics.json."""
-    path = os.path.join(run_dir, "metrics.json")
-    curve = []
-    if os.path.isfile(path):
-        with open(path, encoding="utf-8") as f:
-            for line in f:
-                try:
-                    m = json.loads(line)
-                except json.JSONDecodeError:
-                    continue
-                if "total_loss" in m:
-                    curve.append((m["iteration"], m["total_loss"]))
-    return curve
+    metrics = RunFolder(run_dir).read_metrics()
+    return [(m[ITERATION], m[TOTAL_LOSS]) for m in metrics if TOTAL_LOSS in m]
 
 
 def comparison_png(points: list[dict]) -> bytes:
