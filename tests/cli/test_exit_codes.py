@@ -138,3 +138,18 @@ def test_bad_config_key_is_still_one_line_exit_1(tmp_path, datasets_root):
     assert len(lines) == 1 and "Traceback" not in proc.stderr
     assert lines[0].startswith("opmask-train: error:") and "SOLVER.NOT_A_KEY" in lines[0]
     assert not run.exists()  # a failed start leaves nothing behind
+
+
+def _buggy_rank() -> int:
+    """A rank whose code has a bug on rank 1 only (module level: spawned ranks import it)."""
+    from opmask.utils import comm
+
+    fail = comm.get_rank() == 1
+    return run_command("opmask-train", _raise, ValueError("rank 1 bug")) if fail else 0
+
+
+def test_a_rank_bug_is_the_launch_exit_code(capfd):
+    from opmask.engine.launch import launch
+
+    assert launch(_buggy_rank, num_procs=2, device="cpu") == exit_codes.BUG
+    assert "ValueError: rank 1 bug" in capfd.readouterr().err
