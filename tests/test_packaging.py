@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import site
 import subprocess
 import sys
@@ -26,6 +27,19 @@ from tests.conftest import REPO, TINY
 pytestmark = pytest.mark.slow
 
 SHAPES = "configs/shapes/opmask_R18_shapes.yaml"  # a packaged name, not a path here
+# What the wheel is built from, copied out of the checkout (no build/ of the checkout is used
+# or written: a stale build/lib would end up in the wheel).
+SOURCES = (
+    "setup.py",
+    "setup.cfg",
+    "pyproject.toml",
+    "MANIFEST.in",
+    "README.md",
+    "opmask",
+    "launch",
+    "configs",
+    "slurm/profiles",
+)
 TIMEOUT_S = 300
 
 
@@ -57,9 +71,16 @@ def installed(tmp_path_factory):
     root = tmp_path_factory.mktemp("packaging")
     env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "PYTHONHOME")}
     env.update(PYTHONNOUSERSITE="1", PIP_DISABLE_PIP_VERSION_CHECK="1", PIP_NO_INDEX="1")
-    wheels = root / "wheels"
+    source, wheels = root / "source", root / "wheels"
+    for rel in SOURCES:
+        src, dst = Path(REPO, rel), source / rel
+        if src.is_dir():
+            shutil.copytree(src, dst, ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+        else:
+            dst.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(src, dst)
     _run(
-        [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", REPO]
+        [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", str(source)]
         + ["-w", str(wheels), "-q"],
         cwd=root,
         env=env,
@@ -161,3 +182,29 @@ def test_console_scripts_run_from_an_empty_folder(installed):
 
     bench = _run([str(bin_ / "opmask-bench"), "--help"], work, env)
     assert bench.stdout.startswith("usage: opmask-bench")
+
+
+def test_names_resolve_in_the_checkout_and_a_users_file_wins(tmp_path, monkeypatch):
+    from opmask.utils.resources import config_path, profile_names, profile_path
+
+    monkeypatch.chdir(tmp_path)
+    shipped = os.path.join(REPO, "configs", "shapes", "opmask_R18_shapes.yaml")
+    assert config_path(SHAPES) == shipped
+    assert config_path("shapes/opmask_R18_shapes.yaml") == shipped
+    assert config_path("opmask_R50_FPN_130k.yaml") == os.path.join(
+        REPO, "configs", "opmask_R50_FPN_130k.yaml"
+    )
+    assert config_path("no_such.yaml") == "no_such.yaml"  # reported as the user wrote it
+    assert config_path("../configs/opmask_R50_FPN_130k.yaml").startswith("..")
+    own = tmp_path / "configs" / "shapes" / "opmask_R18_shapes.yaml"
+    own.parent.mkdir(parents=True)
+    own.write_text("SEED: 1\n")
+    assert config_path(SHAPES) == SHAPES  # the user's file of that name wins
+
+    local = os.path.join(REPO, "slurm", "profiles", "local.yaml")
+    assert profile_path("local") == local
+    assert profile_path("slurm/profiles/local.yaml") == local
+    assert profile_path("mine") == os.path.join(REPO, "slurm", "profiles", "mine.yaml")
+    (tmp_path / "local.yaml").write_text("nodes: 1\n")
+    assert profile_path("local.yaml") == "local.yaml"
+    assert {"local", "example-gpu-cluster"} <= set(profile_names())
