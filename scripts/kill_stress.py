@@ -1,9 +1,9 @@
 #!/usr/bin/env python3
 """Crash stress for checkpoints: SIGKILL opmask-train at random moments (during training and
-during checkpoint writing), then check that the newest valid checkpoint loads and that no more
-than the iterations since it were lost; finally resume to the end and check metrics.json has no
-duplicate and no missing step, and that no ``.tmp-*`` fragment of a killed write is left. Exits
-non-zero on the first violation.
+during checkpoint writing), then check that the newest valid checkpoint loads and that at most
+two checkpoint periods were lost (one background write may still be running); finally resume
+to the end and check metrics.json has no duplicate and no missing step, and that no ``.tmp-*``
+fragment of a killed write is left. Exits non-zero on the first violation.
 
     OPMASK_DATASETS=... python scripts/kill_stress.py --trials 100 --out /tmp/stress
 
@@ -94,7 +94,10 @@ def main() -> int:
         if found is None:
             fail(f"trial {trial}: no valid checkpoint")
         logged = max(logged_iterations(run))
-        if logged - found[1]["iteration"] > 1:
+        # Checkpoints are written in the background while training goes on: the write of the
+        # newest one may still run when the next step has logged, so a kill loses at most
+        # two checkpoint periods (here 2 iterations).
+        if logged - found[1]["iteration"] > 2:
             fail(f"trial {trial}: logged {logged}, checkpoint {found[1]['iteration']}")
         start = found[1]["iteration"] + 1
         print(
