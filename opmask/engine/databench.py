@@ -142,19 +142,43 @@ def format_rows(rows: list[dict]) -> list[str]:
 
 
 def hold_rank(spec: str, batches: int, cache_dir: str) -> None:
-    """A simulated rank: load the dataset from the index (warm cache), read ``batches`` batches
-    in the main process, say so on stdout, and stay alive until stdin closes (so that the parent
-    measures every rank at once)."""
+    """A simulated rank, in two phases driven over stdin/stdout so that the parent measures every
+    rank at the same moments: import what training imports and say ``imported``; on a line from
+    stdin, load the dataset from the index (warm cache), read ``batches`` batches in this process
+    and say ``ready``; then stay alive until stdin closes."""
+    import torch  # noqa: F401  (what every rank has loaded before it reads data)
+
+    from ..data import build  # noqa: F401
+
+    print(json.dumps({"imported": os.getpid()}), flush=True)
+    sys.stdin.readline()
     run_path("index", spec, 0, batches, cache_dir)
     print(json.dumps({"ready": os.getpid()}), flush=True)
     sys.stdin.read()
 
 
-def simulated_ranks(spec: str, ranks: int, batches: int, cache_dir: str) -> dict[str, int]:
-    """kB summed over ``ranks`` processes that each load the index path and read ``batches``
-    batches, all alive at the moment of measurement: ``rss`` (counts shared pages once per
-    process), ``pss`` (shared pages split between their users: the machine's real cost) and
-    ``anon``. The cache is built beforehand (``build_time``)."""
+def _sum_memory(pids: list[int]) -> dict[str, int]:
+    totals = {"rss": 0, "pss": 0, "anon": 0}
+    for pid in pids:
+        mem = memory_kb(pid)
+        for k in totals:
+            totals[k] += mem[k]
+    return totals
+
+
+def _expect(proc: subprocess.Popen, word: str) -> None:
+    line = proc.stdout.readline()
+    if word not in line:
+        raise RuntimeError(f"simulated rank {proc.pid} exited with {proc.wait()} before {word}")
+
+
+def simulated_ranks(spec: str, ranks: int, batches: int, cache_dir: str) -> dict[str, dict]:
+    """``ranks`` processes that each load the index path and read ``batches`` batches, measured
+    alive at once, summed over the processes (kB): ``base`` after the imports, ``after`` at the
+    last batch, and ``data`` = after - base (what loading and reading cost the machine). ``pss``
+    splits shared pages (the index's memory map, the libraries) between their users, so its sum
+    is the machine's real cost; ``rss`` counts shared pages once per process. The cache is built
+    beforehand (``build_time``)."""
     cmd = [sys.executable, "-m", "opmask.engine.databench", "rank", spec, "0", str(batches)]
     env = dict(os.environ, OMP_NUM_THREADS="1")
     procs = [
@@ -163,17 +187,18 @@ def simulated_ranks(spec: str, ranks: int, batches: int, cache_dir: str) -> dict
         )
         for _ in range(ranks)
     ]
+    pids = [p.pid for p in procs]
     try:
         for p in procs:
-            line = p.stdout.readline()
-            if not line:
-                raise RuntimeError(f"simulated rank {p.pid} exited with {p.wait()}")
-        totals = {"rss": 0, "pss": 0, "anon": 0}
+            _expect(p, "imported")
+        base = _sum_memory(pids)
         for p in procs:
-            mem = memory_kb(p.pid)
-            for k in totals:
-                totals[k] += mem[k]
-        return totals
+            p.stdin.write("go\n")
+            p.stdin.flush()
+        for p in procs:
+            _expect(p, "ready")
+        after = _sum_memory(pids)
+        return {"base": base, "after": after, "data": {k: after[k] - base[k] for k in base}}
     finally:
         for p in procs:
             if p.stdin:

@@ -29,7 +29,9 @@ def test_simulated_ranks_are_measured_alive_at_once(tmp_path):
     databench.build_time(spec, str(tmp_path / "c"))
     one = databench.simulated_ranks(spec, 1, 2, str(tmp_path / "c"))
     two = databench.simulated_ranks(spec, 2, 2, str(tmp_path / "c"))
-    assert one["rss"] >= one["pss"] > 0
-    # two live processes: about twice the private memory, and PSS below RSS (shared pages split)
-    assert 1.5 * one["anon"] < two["anon"] < 2.5 * one["anon"]
-    assert two["pss"] < two["rss"]
+    for r in (one, two):
+        assert r["after"]["rss"] >= r["after"]["pss"] > 0 and r["data"]["rss"] > 0
+        assert all(r["data"][k] == r["after"][k] - r["base"][k] for k in ("rss", "pss", "anon"))
+    # two live processes after the imports: about twice the private memory of one
+    assert 1.5 * one["base"]["anon"] < two["base"]["anon"] < 2.5 * one["base"]["anon"]
+    assert two["after"]["pss"] < two["after"]["rss"]  # shared pages are split in PSS
