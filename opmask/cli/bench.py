@@ -115,6 +115,13 @@ def _data_arguments(p) -> None:
     g.add_argument("--workers", type=int, default=2, help="loader workers")
     g.add_argument("--data-batches", type=int, default=500, help="K: batches read (2 images each)")
     g.add_argument("--dets", type=int, default=100, help="--eval-backends: detections per image")
+    g.add_argument(
+        "--ranks",
+        type=int,
+        default=0,
+        help="also N simulated ranks (processes that load the index and read 100 batches, "
+        "alive at once) against 1 (0: skip)",
+    )
 
 
 def eval_backends(args) -> int:
@@ -150,13 +157,18 @@ def data_table(args) -> int:
             mb = os.path.getsize(json_file) / 2**20
             took = time.perf_counter() - start
             print(f"coco-like fixture: {args.images} images, {mb:.0f} MB JSON ({took:.0f} s)")
-        rows = databench.compare(spec, args.workers, args.data_batches, os.path.join(tmp, "cache"))
+        cache = os.path.join(tmp, "cache")
+        rows = databench.compare(spec, args.workers, args.data_batches, cache)
+        ranks = {n: databench.simulated_ranks(spec, n, 100, cache) for n in (1, args.ranks) if n}
     print(_machine(torch.device("cpu")))
     print(
         f"dataset {args.dataset or 'coco-like'}; {args.workers} workers, batches of 2 images at "
         "320 px; each path in a fresh process; MB = 2**20 bytes"
     )
     print("\n".join(databench.format_rows(rows)))
+    if ranks:
+        print("\nsimulated ranks (index path, no workers, 100 batches each), summed, MB:")
+        print(databench.format_ranks(ranks))
     return 0
 
 

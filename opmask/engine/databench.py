@@ -207,6 +207,22 @@ def simulated_ranks(spec: str, ranks: int, batches: int, cache_dir: str) -> dict
             p.wait()
 
 
+def format_ranks(ranks: dict[int, dict]) -> str:
+    """One line per number of ranks: PSS and RSS after the imports, at the last batch, and the
+    difference (the data's cost); the last line compares the largest number with one rank."""
+    lines = [f"{'ranks':>5}{'PSS base':>10}{'PSS after':>11}{'data PSS':>10}{'data anon':>11}"]
+    for n, r in sorted(ranks.items()):
+        b, a, d = r["base"], r["after"], r["data"]
+        lines.append(
+            f"{n:>5}{_mb(b['pss']):>10}{_mb(a['pss']):>11}{_mb(d['pss']):>10}{_mb(d['anon']):>11}"
+        )
+    if len(ranks) > 1:
+        n = max(ranks)
+        ratio = ranks[n]["after"]["pss"] / ranks[1]["after"]["pss"]
+        lines.append(f"{n} ranks / 1 rank, PSS at the last batch: {ratio:.2f}x")
+    return "\n".join(lines)
+
+
 def _main(argv: list[str]) -> None:
     path, spec, workers, batches, cache_dir = argv
     if path == "rank":

@@ -35,3 +35,6 @@ def test_simulated_ranks_are_measured_alive_at_once(tmp_path):
     # two live processes after the imports: about twice the private memory of one
     assert 1.5 * one["base"]["anon"] < two["base"]["anon"] < 2.5 * one["base"]["anon"]
     assert two["after"]["pss"] < two["after"]["rss"]  # shared pages are split in PSS
+    lines = databench.format_ranks({1: one, 2: two}).splitlines()
+    assert lines[1].split()[0] == "1" and lines[2].split()[0] == "2"
+    assert lines[3].startswith("2 ranks / 1 rank, PSS at the last batch: ")
