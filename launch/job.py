@@ -49,6 +49,15 @@ class _DeferredSignal:
             self.original(self.signum, None)  # submitit: requeue then sys.exit (rank 0)
 
 
+def _meaning(code: int) -> str:
+    meanings = {
+        exit_codes.ERROR: "bad input",
+        exit_codes.NON_FINITE: "non-finite loss",
+        exit_codes.BUG: "internal error",
+    }
+    return meanings.get(code, "a rank failed")
+
+
 class TrainJob:
     """The callable submitted with submitit; picklable, and checkpointable for requeues."""
 
@@ -95,7 +104,7 @@ class TrainJob:
             if main:
                 run.record_attempt(outcome="application_error", exit_code=code)
             raise ApplicationError(
-                f"opmask-train exited with code {code} in {self.run_dir} "
+                f"training ended with exit code {code} ({_meaning(code)}) in {self.run_dir} "
                 "(see the job's stderr and RUN/log.txt); not requeued"
             )
         if main:

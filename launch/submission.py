@@ -13,7 +13,6 @@ from dataclasses import dataclass
 
 from fvcore.common.config import CfgNode
 
-from opmask.cli.flags import run_flags
 from opmask.data.build import check_datasets
 from opmask.engine.run_dir import RunLock, claim
 from opmask.modeling.weights import check_weights_file
@@ -56,13 +55,6 @@ class Record:
 
     def submitted(self, points: list[dict], jobs: list) -> None:
         """sbatch accepted ``jobs`` (one per point, in order)."""
-
-
-def add_dist_timeout_flag(p: argparse.ArgumentParser) -> None:
-    """``--dist-timeout`` exactly as the run flags declare it (``opmask.cli.flags``), for the
-    commands that submit runs without the other run flags (``opmask-sweep submit/resume``)."""
-    (action,) = [a for a in run_flags()._actions if a.dest == "dist_timeout"]
-    p._add_action(action)  # what argparse's parents= does for each of a parent's actions
 
 
 def add_data_check_flag(p: argparse.ArgumentParser) -> None:

@@ -25,6 +25,7 @@ import sys
 
 from fvcore.common.config import CfgNode
 
+from opmask.cli.flags import add_dist_timeout
 from opmask.cli.parser import OneLineParser
 from opmask.config import load_config
 from opmask.engine.exit_codes import run_command
@@ -51,7 +52,6 @@ from .submission import (
     Record,
     Request,
     add_data_check_flag,
-    add_dist_timeout_flag,
     check_world,
     sbatch_points,
     submit_points,
@@ -298,7 +298,7 @@ def parser() -> argparse.ArgumentParser:
     s = sub.add_parser("submit", help="submit every point as one job array and return")
     s.add_argument("sweep_file")
     s.add_argument("--out", help="sweep folder (default sweeps/NAME)")
-    add_dist_timeout_flag(s)
+    add_dist_timeout(s)
     add_data_check_flag(s)
     add_resource_flags(s)
     for name, help_ in (
@@ -321,7 +321,7 @@ def parser() -> argparse.ArgumentParser:
         if name == "cancel":
             c.add_argument("--point", type=int, nargs="+", help="only these point indices")
         if name == "resume":
-            add_dist_timeout_flag(c)
+            add_dist_timeout(c)
             add_resource_flags(c)  # corrections of the saved request (e.g. a refused --nodes)
             c.set_defaults(profile=None)
     return p

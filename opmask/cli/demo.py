@@ -24,13 +24,9 @@ from ..data.catalog import BUILTIN, datasets_root, load_dataset
 from ..data.coco import DatasetError
 from ..engine.exit_codes import run_command
 from ..utils.fs import atomic_write_bytes
+from ..utils.resources import config_dir
 from .parser import OneLineParser
 
-REPO_CONFIGS = os.path.join(
-    os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))),
-    "configs",
-    "shapes",
-)
 MODELS = (("baseline", "baseline_R18_shapes.yaml"), ("opmask", "opmask_R18_shapes.yaml"))
 COLUMNS = (
     ("box AP", "bbox"),
@@ -130,7 +126,7 @@ def _train(config: str, run_dir: str, opts: list[str]) -> dict:
     evaluation (task -> metrics)."""
     from ..engine import entry
 
-    cfg = load_config(os.path.join(REPO_CONFIGS, config), opts)
+    cfg = load_config(str(config_dir() / "shapes" / config), opts)
     return entry.train_in_process(cfg, run_dir, resume=True)
 
 

@@ -60,6 +60,11 @@ def add_run_flags(p: argparse.ArgumentParser | argparse._ArgumentGroup) -> None:
         help="continue the run in the folder from its newest valid checkpoint "
         "(a folder that holds a run is refused without it)",
     )
+    add_dist_timeout(p)
+
+
+def add_dist_timeout(p: argparse.ArgumentParser | argparse._ArgumentGroup) -> None:
+    """``--dist-timeout MIN`` (also for commands that take no other run flag)."""
     p.add_argument(
         "--dist-timeout",
         type=minutes,

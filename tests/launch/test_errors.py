@@ -4,11 +4,11 @@ bad input is one line and exit 1, anything else a traceback and ``exit_codes.BUG
 from __future__ import annotations
 
 import pytest
-from opmask_launch import submit, sweep
-from opmask_launch.executor import LaunchError
 
 from opmask.engine import exit_codes
 from opmask.utils.errors import OPMaskInputError
+from opmask_launch import submit, sweep
+from opmask_launch.executor import LaunchError
 from tests.conftest import SHAPES_OPMASK
 
 DRY_RUN = ["--config-file", SHAPES_OPMASK, "--dry-run", "--local", "--no-data-check"]

@@ -10,12 +10,12 @@ import subprocess
 import sys
 
 import yaml
-from opmask_launch.sweep_report import CLEAR, COLORS
 from PIL import Image
 from tensorboard.backend.event_processing.plugin_event_multiplexer import EventMultiplexer
 from tensorboard.plugins.hparams import metadata as hp_metadata
 from tensorboard.util.tensor_util import make_ndarray
 
+from opmask_launch.sweep_report import CLEAR, COLORS
 from tests.conftest import REPO, SHAPES_OPMASK, TINY
 from tests.launch.conftest import wait_final
 
