@@ -19,7 +19,9 @@ logger = logging.getLogger(__name__)
 
 
 class MapDataset(Dataset):
-    """Applies the mapper; a key ``(index, position)`` seeds the augmentation of that sample."""
+    """Applies the mapper; a key ``(index, position)`` seeds the augmentation of that sample and
+    gives it ``sample_seed`` (for the model's anchor and RoI sampling), both functions of the
+    seed and the position in the global stream only."""
 
     def __init__(self, dicts: list[dict], mapper: DatasetMapper, seed: int = 0):
         self.dicts, self.mapper, self.seed = dicts, mapper, seed
@@ -33,12 +35,21 @@ class MapDataset(Dataset):
             idx, rng = key[0], np.random.default_rng([self.seed, key[1]])
         d = self.dicts[idx]  # from the index: this sample's dict exists only for this batch
         try:
-            return self.mapper(d, rng)
+            out = self.mapper(d, rng)
         except DatasetError as e:
             msg = str(e)
             if msg.startswith("image id"):
                 raise
             raise DatasetError(f"image id {d['image_id']}: {msg}") from None
+        if isinstance(key, tuple):
+            out["sample_seed"] = sample_seed(self.seed, key[1])
+        return out
+
+
+def sample_seed(seed: int, position: int) -> int:
+    """The seed of the model's random choices for the sample at ``position`` of the global
+    training stream (independent of the augmentation's generator)."""
+    return int(np.random.SeedSequence([seed, position, 1]).generate_state(1, np.uint64)[0])
 
 
 def trivial_collate(batch: list) -> list:

@@ -67,7 +67,7 @@ def train(cfg, run_dir: str, *, resume: bool, after_step: Callable | None = None
     ckpt = RunFolder(run_dir).checkpointer(cfg.SOLVER.MAX_TO_KEEP)
     start_iter = _resume(ckpt, model, optimizer, scheduler, scaler) if resume else 0
     if start_iter == 0:
-        _seed_everything(cfg.SEED + comm.get_rank())  # per-rank randomness (RoI sampling)
+        _seed_everything(cfg.SEED + comm.get_rank())  # per-rank draws not keyed by a sample
         if cfg.MODEL.WEIGHTS:
             load_weights(model, cfg.MODEL.WEIGHTS)
     evaluator = Evaluator(cfg, info, run_dir)
@@ -284,9 +284,10 @@ def _resume(ckpt: Checkpointer, model, optimizer, scheduler, scaler) -> int:
     if state["meta"]["world_size"] != world and comm.is_main_process():  # batches unchanged
         logger.warning(
             "World size changed: %s was written with %d processes, this run has %d. The global "
-            "batches continue unchanged (same SOLVER.IMS_PER_BATCH); per-process random choices "
-            "(anchor and RoI sampling) continue from other generator states, and with per-"
-            "process BatchNorm (not frozen, not SyncBN) the statistics differ.",
+            "batches and each image's augmentation and anchor/RoI sampling continue unchanged "
+            "(same SOLVER.IMS_PER_BATCH); each process averages its own images' losses, images "
+            "are padded per process, and with per-process BatchNorm (not frozen, not SyncBN) "
+            "the statistics differ.",
             path,
             state["meta"]["world_size"],
             world,

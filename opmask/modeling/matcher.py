@@ -46,17 +46,32 @@ class Matcher:
 
 
 def subsample_labels(
-    labels: torch.Tensor, num_samples: int, positive_fraction: float, bg_label: int
+    labels: torch.Tensor,
+    num_samples: int,
+    positive_fraction: float,
+    bg_label: int,
+    generator: torch.Generator | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Random indices of at most ``num_samples * positive_fraction`` positives (label not -1 and
-    not ``bg_label``) and negatives (``bg_label``) filling up to ``num_samples``."""
+    not ``bg_label``) and negatives (``bg_label``) filling up to ``num_samples``.
+
+    ``generator``: a CPU generator to draw from (the image's own, so that its sample does not
+    depend on which other images share the batch or the process); None: the global RNG.
+    """
     positive = torch.nonzero((labels != -1) & (labels != bg_label), as_tuple=True)[0]
     negative = torch.nonzero(labels == bg_label, as_tuple=True)[0]
     num_pos = min(positive.numel(), int(num_samples * positive_fraction))
     num_neg = min(negative.numel(), num_samples - num_pos)
-    pos = positive[torch.randperm(positive.numel(), device=labels.device)[:num_pos]]
-    neg = negative[torch.randperm(negative.numel(), device=labels.device)[:num_neg]]
+    pos = positive[_first_of_permutation(positive.numel(), num_pos, labels.device, generator)]
+    neg = negative[_first_of_permutation(negative.numel(), num_neg, labels.device, generator)]
     return pos, neg
+
+
+def _first_of_permutation(n: int, k: int, device, generator) -> torch.Tensor:
+    """The first ``k`` of a random permutation of ``range(n)``, on ``device``."""
+    if generator is None:
+        return torch.randperm(n, device=device)[:k]
+    return torch.randperm(n, generator=generator)[:k].to(device, non_blocking=True)
 
 
 def pairwise_iou(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:

@@ -78,9 +78,7 @@ class OPMask(nn.Module):
     def forward(self, batched_inputs: list[dict]):
         images = self.preprocess(batched_inputs)
         features = self.backbone(images.tensors)  # p2..p6, each (B, C, H/s, W/s)
-        targets = (
-            [self._to_device(x["instances"]) for x in batched_inputs] if self.training else None
-        )
+        targets = [self._targets(x) for x in batched_inputs] if self.training else None
         proposals, rpn_losses = self.rpn(
             [features[f] for f in self.rpn_features], images.image_sizes, targets
         )
@@ -228,6 +226,13 @@ class OPMask(nn.Module):
             out["masks"] = paste_masks_in_image(probs, out["boxes"], (h, w))[:, None]
         return out
 
-    def _to_device(self, inst: dict) -> dict:
+    def _targets(self, x: dict) -> dict:
+        """The image's instances on the model's device, and ``generator``: what its anchor and
+        RoI sampling draw from, seeded by ``x["sample_seed"]`` (the loader derives it from the
+        image's position in the global training stream, so a sample does not depend on the
+        number of processes), or None (the global RNG) for inputs without one."""
         dev = self.pixel_mean.device
-        return {k: v.to(dev, non_blocking=True) for k, v in inst.items()}
+        t = {k: v.to(dev, non_blocking=True) for k, v in x["instances"].items()}
+        seed = x.get("sample_seed")
+        t["generator"] = None if seed is None else torch.Generator().manual_seed(seed)
+        return t

@@ -169,7 +169,9 @@ class RPN(nn.Module):
         for t in targets:
             gt = t["boxes"]
             idx, lab = self.matcher(pairwise_iou(gt, anchors))
-            pos, neg = subsample_labels(lab, self.batch_size_per_image, self.positive_fraction, 0)
+            pos, neg = subsample_labels(
+                lab, self.batch_size_per_image, self.positive_fraction, 0, t.get("generator")
+            )
             lab = torch.full_like(lab, -1)
             lab[pos], lab[neg] = 1, 0
             labels.append(lab)

@@ -8,7 +8,8 @@ import torch
 from torchvision.ops import box_iou
 
 from ..data.masks import InstanceMasks
-from .tv_adapter import BalancedPositiveNegativeSampler, BoxCoder, Matcher
+from .matcher import subsample_labels
+from .tv_adapter import BoxCoder, Matcher
 
 
 @dataclass
@@ -22,14 +23,15 @@ class RoISample:
 
 class RoISampler:
     """Adds GT boxes to the proposals, matches at ``iou_thresh``, samples ``batch_size`` RoIs
-    per image with ``positive_fraction`` foreground (Detectron2's / torchvision's procedure)."""
+    per image with ``positive_fraction`` foreground, positives first (Detectron2's procedure),
+    drawing from the image's own generator (``targets[i]["generator"]``) when it has one."""
 
     def __init__(self, *, iou_thresh: float, batch_size: int, positive_fraction: float):
         self.matcher = Matcher(iou_thresh, iou_thresh, allow_low_quality_matches=False)
-        self.sampler = BalancedPositiveNegativeSampler(batch_size, positive_fraction)
+        self.batch_size, self.positive_fraction = batch_size, positive_fraction
 
     def __call__(self, proposals: list[torch.Tensor], targets: list[dict]) -> list[RoISample]:
-        labels_all, gt_all, boxes_all = [], [], []
+        out = []
         for props, t in zip(proposals, targets):
             boxes = torch.cat([props, t["boxes"]])
             if len(t["boxes"]) == 0:
@@ -41,13 +43,10 @@ class RoISampler:
                 labels[idx == Matcher.BELOW_LOW_THRESHOLD] = 0
                 labels[idx == Matcher.BETWEEN_THRESHOLDS] = -1
                 idx = idx.clamp(min=0)
-            labels_all.append(labels)
-            gt_all.append(idx)
-            boxes_all.append(boxes)
-        pos, neg = self.sampler(labels_all)
-        out = []
-        for boxes, labels, idx, p, n in zip(boxes_all, labels_all, gt_all, pos, neg):
-            keep = torch.where(p | n)[0]
+            pos, neg = subsample_labels(
+                labels, self.batch_size, self.positive_fraction, 0, t.get("generator")
+            )
+            keep = torch.cat([pos, neg])
             out.append(RoISample(boxes[keep], labels[keep].clamp(min=0), idx[keep]))
         return out
 

@@ -11,12 +11,10 @@ from torchvision.ops.feature_pyramid_network import LastLevelMaxPool
 from torchvision.ops.misc import FrozenBatchNorm2d
 
 Matcher = _det_utils.Matcher
-BalancedPositiveNegativeSampler = _det_utils.BalancedPositiveNegativeSampler
 BoxCoder = _det_utils.BoxCoder
 
 __all__ = [
     "BackboneWithFPN",
-    "BalancedPositiveNegativeSampler",
     "BoxCoder",
     "FrozenBatchNorm2d",
     "ImageList",

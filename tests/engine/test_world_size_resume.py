@@ -2,9 +2,9 @@
 unchanged; the log says the world size changed.
 
 What is and is not equal: the global batch of every iteration (image ids, augmented pixels and
-instances) is identical whatever the number of processes (asserted exactly). Losses are close,
-not equal: anchor and RoI sampling still draw from per-process generators, and a 2-process step
-averages two per-process loss means where 1 process takes one mean over the batch."""
+instances, and the seed of each image's anchor and RoI sampling) is identical whatever the number
+of processes (asserted exactly). Losses are close, not equal: a 2-process step averages two
+per-process loss means where 1 process takes one mean over the batch."""
 
 from __future__ import annotations
 
@@ -42,7 +42,8 @@ def _global_batches(cfg, dicts, world: int, start_iter: int, n: int) -> list[lis
 
 
 def _same(a: list[dict], b: list[dict]) -> bool:
-    return [x["image_id"] for x in a] == [x["image_id"] for x in b] and all(
+    keys = [[(x["image_id"], x["sample_seed"]) for x in batch] for batch in (a, b)]
+    return keys[0] == keys[1] and all(
         torch.equal(x["image"], y["image"])
         and torch.equal(x["instances"]["boxes"], y["instances"]["boxes"])
         for x, y in zip(a, b)

@@ -11,6 +11,7 @@ from opmask.modeling.anchor_generator import AnchorGenerator
 from opmask.modeling.build import build_rpn
 from opmask.modeling.matcher import Matcher, pairwise_iou, subsample_labels
 from opmask.modeling.rpn import RPN, StandardRPNHead, find_top_rpn_proposals
+from opmask.modeling.sampling import RoISampler
 
 from ..conftest import SHAPES_OPMASK
 
@@ -97,6 +98,47 @@ def test_sampling_caps_positives_and_fills_with_negatives():
     pos, neg = subsample_labels(labels, 4, 0.25, 0)
     assert len(pos) == 1 and len(neg) == 3
     assert (labels[pos] == 1).all() and (labels[neg] == 0).all()
+
+
+def test_an_images_own_generator_decides_its_sample_not_the_global_rng():
+    labels = torch.tensor([1, 1, 1, 0, 0, 0, 0, 0, -1, -1] * 20)
+
+    def draw(global_seed: int) -> tuple[list, list]:
+        torch.manual_seed(global_seed)  # another process's global RNG state
+        pos, neg = subsample_labels(labels, 16, 0.25, 0, torch.Generator().manual_seed(7))
+        return pos.tolist(), neg.tolist()
+
+    assert draw(0) == draw(1)
+    pos, neg = draw(0)
+    assert len(pos) == 4 and len(neg) == 12 and (labels[neg] == 0).all()
+    other = subsample_labels(labels, 16, 0.25, 0, torch.Generator().manual_seed(8))
+    assert (pos, neg) != (other[0].tolist(), other[1].tolist())
+
+
+def test_roi_sampling_of_an_image_does_not_depend_on_its_batch():
+    """The same image samples the same RoIs alone or with other images (as on 1 or 2 ranks),
+    positives first as in Detectron2."""
+    g = torch.Generator().manual_seed(0)
+    images = []
+    for i in range(3):
+        gt = torch.tensor([[10.0, 10.0, 60.0, 60.0], [70.0, 20.0, 120.0, 90.0]]) + i
+        xy = torch.rand(300, 2, generator=g) * 100
+        props = torch.cat([xy, xy + 10 + torch.rand(300, 2, generator=g) * 50], 1)
+        images.append((props, {"boxes": gt, "labels": torch.tensor([1, 2]), "seed": 100 + i}))
+
+    def sample(chosen):
+        targets = [dict(t, generator=torch.Generator().manual_seed(t["seed"])) for _, t in chosen]
+        return RoISampler(iou_thresh=0.5, batch_size=64, positive_fraction=0.25)(
+            [p for p, _ in chosen], targets
+        )
+
+    together = sample(images)
+    torch.manual_seed(123)  # the global RNG plays no part
+    alone = [sample([x])[0] for x in images]
+    for a, b in zip(together, alone):
+        assert torch.equal(a.boxes, b.boxes) and torch.equal(a.labels, b.labels)
+        fg = (a.labels > 0).int()
+        assert fg.sum() > 0 and torch.equal(fg, fg.sort(descending=True).values)
 
 
 def test_matcher_bands_and_low_quality_matches_with_ties():
