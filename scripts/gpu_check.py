@@ -17,7 +17,6 @@ Exit code 0 when every check passed, 1 otherwise.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import signal
 import statistics
@@ -26,6 +25,10 @@ import sys
 import time
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, REPO)  # the checkout's opmask, also where it is not installed
+
+from opmask.engine.run_folder import TOTAL_LOSS, RunFolder  # noqa: E402
+
 SHAPES = os.path.join(REPO, "configs", "shapes", "opmask_R18_shapes.yaml")
 
 
@@ -56,24 +59,11 @@ def _train_cmd(run: str, opts: list[str], *extra: str) -> list[str]:
 
 
 def _metrics(run: str) -> list[dict]:
-    out = []
-    path = os.path.join(run, "metrics.json")
-    if os.path.isfile(path):
-        for line in open(path, encoding="utf-8"):
-            try:
-                out.append(json.loads(line))
-            except json.JSONDecodeError:
-                pass
-    return [m for m in out if "total_loss" in m]
+    return [m for m in RunFolder(run).read_metrics() if TOTAL_LOSS in m]
 
 
 def _results(run: str) -> dict:
-    folder = os.path.join(run, "inference")
-    for name in os.listdir(folder) if os.path.isdir(folder) else []:
-        path = os.path.join(folder, name, "results.json")
-        if os.path.isfile(path):
-            return json.load(open(path, encoding="utf-8"))
-    return {}
+    return RunFolder(run).read_results()
 
 
 def _tail(p: subprocess.CompletedProcess) -> str:
@@ -197,7 +187,8 @@ def process_group(rep: Report, env: dict, a, base: list[str]) -> None:
     )
     cmd = [sys.executable, "-c", code, "--config-file", SHAPES, "--output-dir", run, *opts]
     p = _run(cmd, env, a.step_timeout)
-    log = open(os.path.join(run, "log.txt"), encoding="utf-8").read() if os.path.isdir(run) else ""
+    log_file = RunFolder(run).log()
+    log = open(log_file, encoding="utf-8").read() if os.path.isfile(log_file) else ""
     ok = p.returncode == 0 and len(_metrics(run)) == 10 and bool(_results(run))
     rep.check(
         f"{backend} at world size 1 with SyncBN",
