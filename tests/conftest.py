@@ -61,6 +61,26 @@ def _restore_torch_threads():
     torch.set_num_threads(threads)
 
 
+@pytest.fixture(autouse=True)
+def _restore_root_logger():
+    """A command run in this process (``setup_logging``) replaces the root logger's handlers
+    with ones writing to that test's stdout and run folder; put the previous ones back, so a
+    later test does not log into a closed capture stream ("--- Logging error ---")."""
+    import logging
+
+    root = logging.getLogger()
+    handlers, level = list(root.handlers), root.level
+    yield
+    for h in list(root.handlers):
+        if h not in handlers:
+            root.removeHandler(h)
+            h.close()
+    for h in handlers:
+        if h not in root.handlers:
+            root.addHandler(h)
+    root.setLevel(level)
+
+
 @pytest.fixture(scope="session", autouse=True)
 def _dataset_index_cache(tmp_path_factory):
     """Dataset index caches of the whole session (subprocesses too) in a temporary folder, not in
