@@ -24,7 +24,8 @@ def main(argv: list[str] | None = None) -> int:
         "gives byte-identical files. Families: 'hue' (each class has its own hue family), "
         "'texture' (each class has its own texture in random colours: the class is in shape "
         "and texture, not colour), 'shape' (random textures and colours: the class is in the "
-        "outline only).",
+        "outline only), 'oriented' (each class has its own stripe orientation and width in random "
+        "colours).",
     )
     s.add_argument(
         "--out",

@@ -11,6 +11,9 @@ class apart depends on the *family*:
   random hue: the class is in the shape and the texture, never in the colour.
 - ``shape``: every object gets a random pattern in random colours: the class is in the outline
   only.
+- ``oriented``: each class has its own stripes — an orientation (0, 45, 90 or 135 degrees) and a
+  width (narrow or wide) — in two random colours: a texture the first convolutions see at once,
+  as ImageNet-trained filters see a zebra's stripes; never the colour.
  Backgrounds are textured and cluttered with unannotated strokes and blobs; objects
 are placed to overlap and occlude each other, so a box often holds parts of other objects — and
 box-only ("weak") objects often appear, as background, inside the boxes whose masks are
@@ -38,7 +41,7 @@ MIN_RADIUS, MAX_RADIUS = 11, 32  # object sizes 22-64 px: smaller shapes are amb
 OBJECTS = (3, 6)  # objects drawn per image (before dropping heavily occluded ones)
 HUE_JITTER = 1 / 32  # a tone's hue is the class's hue +- this (class hues are 1/8 apart)
 _VERTICES = {"circle": 24, "square": 4, "triangle": 3, "hexagon": 6}
-FAMILIES = ("hue", "texture", "shape")
+FAMILIES = ("hue", "texture", "shape", "oriented")
 # texture family: (pattern, period in px) of each class, in CLASSES order
 CLASS_TEXTURES = (  # periods >= 8 px: visible at the stride (4) of the finest FPN level
     ("stripes", 8.0),
@@ -49,6 +52,18 @@ CLASS_TEXTURES = (  # periods >= 8 px: visible at the stride (4) of the finest F
     ("blotches", 12.0),
     ("stripes", 15.0),
     ("checks", 15.0),
+)
+# oriented family: (stripe orientation in degrees, period in px) of each class, in CLASSES order;
+# strong and weak classes both get every orientation and both widths
+CLASS_STRIPES = (
+    (0.0, 6.0),
+    (45.0, 6.0),
+    (90.0, 6.0),
+    (135.0, 6.0),
+    (0.0, 12.0),
+    (45.0, 12.0),
+    (90.0, 12.0),
+    (135.0, 12.0),
 )
 
 
@@ -172,6 +187,19 @@ def _class_texture(rng: np.random.Generator, name: str, h: int, w: int) -> np.nd
     return c1 * (1 - t) + c2 * t
 
 
+def _class_stripes(rng: np.random.Generator, name: str, h: int, w: int) -> np.ndarray:
+    """(H, W, 3) float: the class's stripes (``CLASS_STRIPES``: orientation +- 5 degrees, period
+    +- 10 %) at a random phase, in two random colours."""
+    angle, period = CLASS_STRIPES[CLASSES.index(name)]
+    theta = np.deg2rad(angle + rng.uniform(-5, 5))
+    period *= rng.uniform(0.9, 1.1)
+    yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
+    u = xx * np.cos(theta) + yy * np.sin(theta) + rng.uniform(0, period)
+    t = (np.sin(u * 2 * np.pi / period) > 0).astype(np.float32)[..., None]
+    c1, c2 = _random_colours(rng)
+    return c1 * (1 - t) + c2 * t
+
+
 def _object_texture(rng: np.random.Generator, name: str, family: str, h: int, w: int):
     """(H, W, 3) float fill of one object of class ``name`` in ``family``."""
     if family == "hue":
@@ -180,6 +208,8 @@ def _object_texture(rng: np.random.Generator, name: str, family: str, h: int, w:
         return _class_texture(rng, name, h, w)
     if family == "shape":
         return _texture(rng, h, w)
+    if family == "oriented":
+        return _class_stripes(rng, name, h, w)
     raise ValueError(f"unknown shapes family {family!r}: use one of {', '.join(FAMILIES)}")
 
 

@@ -112,14 +112,38 @@ def test_texture_family_pattern_is_class_specific():
         assert abs(1 / freq - want) < 0.25 * want, (name, 1 / freq)
 
 
+def test_oriented_family_stripes_are_class_specific(tmp_path):
+    """The oriented family draws each class with its own stripe orientation and width (visible
+    as the dominant spatial frequency of the pixels), in colours of any hue."""
+    from opmask.data.shapes import CLASS_STRIPES, _class_stripes
+
+    rng = np.random.default_rng(0)
+    for name in ("circle", "triangle", "hexagon", "ring"):  # 0/90/0/135 degrees, 6/6/12/12 px
+        tex = _class_stripes(rng, name, 128, 128).mean(2)
+        spectrum = np.abs(np.fft.fft2(tex - tex.mean()))
+        spectrum[:, 65:] = 0  # the spectrum of a real image is symmetric: keep one half-plane
+        fy, fx = np.unravel_index(spectrum.argmax(), spectrum.shape)
+        fy = fy - 128 if fy > 64 else fy
+        angle = np.degrees(np.arctan2(fy, fx)) % 180
+        want_angle, want_period = CLASS_STRIPES[CLASSES.index(name)]
+        assert min(abs(angle - want_angle), 180 - abs(angle - want_angle)) < 12, (name, angle)
+        assert abs(128 / np.hypot(fx, fy) - want_period) < 0.2 * want_period, name
+    generate(str(tmp_path / "o"), seed=4, num_train=16, num_val=1, image_size=96, family="oriented")
+    by_class = {}
+    for cat, hue in _object_hues(tmp_path / "o"):
+        by_class.setdefault(cat, []).append(hue)
+    spread = [np.ptp(h) for h in by_class.values() if len(h) >= 4]
+    assert len(spread) >= 5 and min(spread) > 0.3
+
+
 def test_families_are_deterministic_and_differ(tmp_path):
     paths = {}
-    for fam in ("hue", "texture", "shape"):
+    for fam in ("hue", "texture", "shape", "oriented"):
         generate(str(tmp_path / fam), seed=7, num_train=2, num_val=1, image_size=64, family=fam)
         paths[fam] = (tmp_path / fam / "train" / "images" / "000001.png").read_bytes()
     generate(str(tmp_path / "again"), seed=7, num_train=2, num_val=1, image_size=64, family="shape")
     assert (tmp_path / "again" / "train" / "images" / "000001.png").read_bytes() == paths["shape"]
-    assert len(set(paths.values())) == 3
+    assert len(set(paths.values())) == 4
 
 
 def test_unknown_family_is_refused_before_writing(tmp_path):
