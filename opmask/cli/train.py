@@ -14,9 +14,6 @@ from .parser import OneLineParser
 
 PROG = "opmask-train"
 
-# ``opmask.cli.train.worker``: the SLURM job's import until it uses ``entry.rank_main``.
-worker = entry.rank_main
-
 EPILOG = """\
 examples:
   opmask-train --config-file configs/shapes/opmask_R18_shapes.yaml --exp-id try1

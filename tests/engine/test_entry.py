@@ -56,9 +56,3 @@ def test_rank_main_maps_bad_input_to_one_line(tmp_path, shapes_env, capsys):
     assert code == exit_codes.ERROR
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("opmask-train: error: nothing to evaluate")
-
-
-def test_the_job_import_still_works():
-    from opmask.cli.train import worker
-
-    assert worker is entry.rank_main
