@@ -14,13 +14,24 @@ import subprocess
 import sys
 import time
 
-MEMORY_FIELDS = {"Rss": "rss", "Pss": "pss", "Anonymous": "anon", "Private_Dirty": "dirty"}
+MEMORY_FIELDS = {
+    "Rss": "rss",
+    "Pss": "pss",
+    "Pss_Anon": "pss_anon",
+    "Pss_File": "pss_file",
+    "Pss_Shmem": "pss_shmem",
+    "Anonymous": "anon",
+    "Private_Dirty": "dirty",
+}
 
 
 def memory_kb(pid: int) -> dict[str, int]:
-    """kB of a process (``/proc/PID/smaps_rollup``): ``rss``, ``pss``, ``anon`` (anonymous
-    memory: Python objects), ``dirty`` (private dirty: what this process alone wrote, e.g. the
-    copy-on-write copies a forked worker makes of its parent's objects)."""
+    """kB of a process (``/proc/PID/smaps_rollup``): ``rss``, ``pss`` = ``pss_anon`` (its share
+    of anonymous memory: Python objects, buffers, copy-on-write copies) + ``pss_file`` (its share
+    of file-backed pages: libraries, the index's memory map) + ``pss_shmem`` (shared memory:
+    batches that workers hand over), ``anon`` (anonymous memory), ``dirty`` (private dirty:
+    what this process alone wrote, e.g. the copy-on-write copies a forked worker makes of its
+    parent's objects)."""
     out = {}
     with open(f"/proc/{pid}/smaps_rollup") as f:
         for line in f:
@@ -120,23 +131,44 @@ def _mb(kb: float) -> str:
     return f"{kb / 1024:.0f}"
 
 
+def worker_growth(row: dict) -> list[dict[str, int]]:
+    """Per worker, kB gained between the first and the last batch, per memory field. ``pss``
+    grows also when a worker faults in pages its parent had already mapped (libraries, the index):
+    shared pages, whose PSS moves from the parent to the worker; ``pss_anon`` and ``dirty``
+    grow only with memory of the worker's own (copies, buffers)."""
+    pairs = zip(row["first"]["workers"], row["after"]["workers"], strict=True)
+    return [{k: b[k] - a[k] for k in a} for a, b in pairs]
+
+
 def format_rows(rows: list[dict]) -> list[str]:
-    """One line per path and memory snapshot (MB)."""
+    """One line per path and memory snapshot (MB), and per path the workers' growth."""
     lines = [
         f"{'path':<6}{'build s':>9}{'1st batch s':>13}{'data RSS/anon':>15}  "
-        "batch: main RSS/PSS/anon; workers PSS/private-dirty each (MB)"
+        "batch: main RSS/PSS/anon; workers PSS/anon PSS/private-dirty each (MB)"
     ]
     for r in rows:
         for tag, snap in (("1", r["first"]), (str(r["batches"]), r["after"])):
             m = snap["main"]
-            w = " ".join(f"{_mb(x['pss'])}/{_mb(x['dirty'])}" for x in snap["workers"]) or "-"
+            w = " ".join(
+                f"{_mb(x['pss'])}/{_mb(x['pss_anon'])}/{_mb(x['dirty'])}" for x in snap["workers"]
+            )
             build = f"{r['build_s']:.1f}" if "build_s" in r and tag == "1" else ""
             head = f"{r['first_batch_s']:.2f}" if tag == "1" else ""
             d = r["dataset_kb"]
             data = f"{_mb(d['rss'])}/{_mb(d['anon'])}" if tag == "1" else ""
             lines.append(
                 f"{r['path']:<6}{build:>9}{head:>13}{data:>15}  "
-                f"{tag:>5}: {_mb(m['rss'])}/{_mb(m['pss'])}/{_mb(m['anon'])}; {w}"
+                f"{tag:>5}: {_mb(m['rss'])}/{_mb(m['pss'])}/{_mb(m['anon'])}; {w or '-'}"
+            )
+    for r in rows:
+        grown = worker_growth(r)
+        if grown:
+            per = ", ".join(
+                "/".join(f"{g[k] / 1024:+.0f}" for k in ("pss", "pss_anon", "dirty")) for g in grown
+            )
+            lines.append(
+                f"{r['path']}: workers' growth from batch 1 to {r['batches']}, "
+                f"PSS/anon PSS/private-dirty MB: {per}"
             )
     return lines
 

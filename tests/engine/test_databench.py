@@ -17,10 +17,22 @@ def test_run_path_measures_main_and_each_worker(tmp_path):
         assert snap["main"]["rss"] >= snap["main"]["pss"] > 0
         assert len(snap["workers"]) == 2 and all(w["pss"] > 0 for w in snap["workers"])
         assert all(0 < w["dirty"] <= w["rss"] for w in snap["workers"])
+        for w in [snap["main"], *snap["workers"]]:  # PSS = its anonymous + file-backed shares
+            assert 0 < w["pss_anon"] < w["pss"] and 0 < w["pss_file"] < w["pss"]
+            parts = w["pss_anon"] + w["pss_file"] + w["pss_shmem"]
+            assert abs(w["pss"] - parts) <= 3  # kB: each field is rounded down on its own
+    grown = databench.worker_growth(row)
+    assert len(grown) == 2
+    for g, a, b in zip(grown, row["first"]["workers"], row["after"]["workers"], strict=True):
+        assert (
+            g["pss_anon"] == b["pss_anon"] - a["pss_anon"] and g["dirty"] == b["dirty"] - a["dirty"]
+        )
     assert os.listdir(tmp_path / "c")  # the index was built there
     row["build_s"] = 0.5
     lines = databench.format_rows([row])
     assert lines[1].startswith("index") and "0.5" in lines[1] and " 3: " in lines[2]
+    assert lines[3].startswith("index: workers' growth from batch 1 to 3, PSS/anon PSS/private")
+    assert lines[3].count("/") == 2 + 2 * 2  # the label's two, then two per worker
 
 
 def test_simulated_ranks_are_measured_alive_at_once(tmp_path):
