@@ -153,10 +153,22 @@ def pretrain_backbone(out: str, iters: int, opts: list[str]) -> list[str]:
     return ["MODEL.WEIGHTS", path]
 
 
+EPILOG = """\
+examples:
+  opmask-demo                                   # the built-in shapes (hue family, seed 0)
+  OPMASK_DATASETS=datasets/seed1 opmask-demo --data-seed 1 --out output/demo-seed1
+  opmask-data shapes --family oriented --out datasets/oriented   # classes not told by colour
+  opmask-demo --train datasets/oriented/train/annotations.json:datasets/oriented/train/images \\
+      --val datasets/oriented/val/annotations.json:datasets/oriented/val/images \\
+      --out output/demo-oriented
+"""
+
+
 def parser() -> argparse.ArgumentParser:
     p = OneLineParser(
         prog="opmask-demo",
         description=__doc__.replace("``", ""),
+        epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("--out", default="output/demo", help="demo folder (default output/demo)")

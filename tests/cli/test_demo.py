@@ -122,3 +122,16 @@ def test_demo_on_a_user_dataset_with_a_shared_pretrained_backbone(tmp_path):
         cfg = yaml.safe_load((out / model / "config.yaml").read_text())
         assert cfg["MODEL"]["WEIGHTS"] == str(out / "pretrain" / "backbone.pth")
         assert cfg["EXP"]["STRONG_CATEGORY_IDS"] == [1, 2, 4, 8]
+
+
+def test_demo_help_shows_how_to_run_another_family():
+    """The help's examples are commands that work: the family exists and the flags are real."""
+    from opmask.cli.demo import parser
+    from opmask.data.shapes import FAMILIES
+
+    text = parser().format_help()
+    assert "opmask-data shapes --family oriented" in text and "oriented" in FAMILIES
+    examples = text.split("examples:")[1]
+    flags = {a for action in parser()._actions for a in action.option_strings}
+    used = {w for w in examples.split() if w.startswith("--")}
+    assert used - {"--family"} <= flags and {"--train", "--val", "--data-seed"} <= used
