@@ -85,16 +85,20 @@ def _object_hues(root, split="train"):
     return out
 
 
+def _assert_every_class_spans_the_hue_circle(root):
+    by_class = {}
+    for cat, hue in _object_hues(root):
+        by_class.setdefault(cat, []).append(hue)
+    spread = [np.ptp(h) for h in by_class.values() if len(h) >= 4]
+    assert len(spread) >= 5 and min(spread) > 0.3  # hue circle is [0, 1)
+
+
 def test_texture_family_classes_do_not_differ_by_hue(tmp_path):
     """In the texture family a class's objects come in all hues: colour does not tell the class."""
     generate(str(tmp_path / "t"), seed=4, num_train=16, num_val=1, image_size=96, family="texture")
     data = json.loads((tmp_path / "t" / "train" / "annotations.json").read_text())
     assert data["info"]["family"] == "texture"
-    by_class = {}
-    for cat, hue in _object_hues(tmp_path / "t"):
-        by_class.setdefault(cat, []).append(hue)
-    spread = [np.ptp(h) for h in by_class.values() if len(h) >= 4]
-    assert len(spread) >= 5 and min(spread) > 0.3  # hue circle is [0, 1)
+    _assert_every_class_spans_the_hue_circle(tmp_path / "t")
 
 
 def test_texture_family_pattern_is_class_specific():
@@ -129,11 +133,7 @@ def test_oriented_family_stripes_are_class_specific(tmp_path):
         assert min(abs(angle - want_angle), 180 - abs(angle - want_angle)) < 12, (name, angle)
         assert abs(128 / np.hypot(fx, fy) - want_period) < 0.2 * want_period, name
     generate(str(tmp_path / "o"), seed=4, num_train=16, num_val=1, image_size=96, family="oriented")
-    by_class = {}
-    for cat, hue in _object_hues(tmp_path / "o"):
-        by_class.setdefault(cat, []).append(hue)
-    spread = [np.ptp(h) for h in by_class.values() if len(h) >= 4]
-    assert len(spread) >= 5 and min(spread) > 0.3
+    _assert_every_class_spans_the_hue_circle(tmp_path / "o")
 
 
 def test_families_are_deterministic_and_differ(tmp_path):
