@@ -114,6 +114,9 @@ _C.DATALOADER = CN()
 _C.DATALOADER.NUM_WORKERS = 4  # loader processes per training process
 _C.DATALOADER.ASPECT_RATIO_GROUPING = True  # batch landscape and portrait images separately
 _C.DATALOADER.FILTER_EMPTY_ANNOTATIONS = True  # drop training images without usable instances
+# bytes: loader workers give blocks >= this back to the system on free (glibc; 0: glibc's own
+# growing threshold, under which each worker's heap keeps image buffers; utils/malloc.py)
+_C.DATALOADER.WORKER_MMAP_THRESHOLD = 1 << 20
 
 # ---------------------------------------------------------------------------- solver
 _C.SOLVER = CN()

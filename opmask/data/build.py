@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import functools
 import logging
 
 import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
+from ..utils.malloc import fix_mmap_threshold
 from .catalog import load_dataset
 from .coco import DatasetError, DatasetInfo
 from .index import IndexSubset, concat
@@ -157,7 +159,17 @@ def build_train_loader(
         num_workers=cfg.DATALOADER.NUM_WORKERS,
         generator=_own_generator(seed),
         pin_memory=_pin(cfg),
+        worker_init_fn=_worker_init(cfg),
     )
+
+
+def _worker_init(cfg):
+    """What each loader worker runs first: fix its allocator's mmap threshold."""
+    return functools.partial(_init_worker, cfg.DATALOADER.WORKER_MMAP_THRESHOLD)
+
+
+def _init_worker(mmap_threshold: int, worker_id: int) -> None:
+    fix_mmap_threshold(mmap_threshold)
 
 
 def _with_instances(dicts):
@@ -202,4 +214,5 @@ def build_test_loader(cfg, dicts: list[dict], *, rank: int = 0, world_size: int 
         num_workers=min(cfg.DATALOADER.NUM_WORKERS, 2),
         generator=_own_generator(0),
         pin_memory=_pin(cfg),
+        worker_init_fn=_worker_init(cfg),
     )
