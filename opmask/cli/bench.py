@@ -159,7 +159,9 @@ def data_table(args) -> int:
             print(f"coco-like fixture: {args.images} images, {mb:.0f} MB JSON ({took:.0f} s)")
         cache = os.path.join(tmp, "cache")
         rows = databench.compare(spec, args.workers, args.data_batches, cache)
-        ranks = {n: databench.simulated_ranks(spec, n, 100, cache) for n in (1, args.ranks) if n}
+        ranks = {}
+        if args.ranks:  # N ranks against 1
+            ranks = {n: databench.simulated_ranks(spec, n, 100, cache) for n in {1, args.ranks}}
     print(_machine(torch.device("cpu")))
     print(
         f"dataset {args.dataset or 'coco-like'}; {args.workers} workers, batches of 2 images at "

@@ -25,20 +25,33 @@ MEMORY_FIELDS = {
 }
 
 
-def memory_kb(pid: int) -> dict[str, int]:
+def parse_smaps_rollup(text: str) -> dict[str, int | None]:
+    """The ``MEMORY_FIELDS`` of a ``smaps_rollup`` text, in kB; a field the kernel does not report
+    is ``None`` (``Pss_Anon``/``Pss_File``/``Pss_Shmem`` exist since Linux 5.8)."""
+    out: dict[str, int | None] = dict.fromkeys(MEMORY_FIELDS.values())
+    for line in text.splitlines():
+        key = line.split(":")[0]
+        if key in MEMORY_FIELDS:
+            out[MEMORY_FIELDS[key]] = int(line.split()[1])
+    return out
+
+
+def memory_kb(pid: int) -> dict[str, int | None]:
     """kB of a process (``/proc/PID/smaps_rollup``): ``rss``, ``pss`` = ``pss_anon`` (its share
     of anonymous memory: Python objects, buffers, copy-on-write copies) + ``pss_file`` (its share
     of file-backed pages: libraries, the index's memory map) + ``pss_shmem`` (shared memory:
     batches that workers hand over), ``anon`` (anonymous memory), ``dirty`` (private dirty:
     what this process alone wrote, e.g. the copy-on-write copies a forked worker makes of its
     parent's objects)."""
-    out = {}
     with open(f"/proc/{pid}/smaps_rollup") as f:
-        for line in f:
-            key = line.split(":")[0]
-            if key in MEMORY_FIELDS:
-                out[MEMORY_FIELDS[key]] = int(line.split()[1])
-    return out
+        return parse_smaps_rollup(f.read())
+
+
+def maps_file(pid: int, path: str) -> bool:
+    """Whether process ``pid`` has ``path`` memory-mapped (``/proc/PID/maps``)."""
+    real = os.path.realpath(path)
+    with open(f"/proc/{pid}/maps") as f:
+        return any(line.rstrip("\n").endswith(" " + real) for line in f)
 
 
 def children(pid: int) -> list[int]:
@@ -64,8 +77,29 @@ def _snapshot() -> dict:
     return {"main": memory_kb(me), "workers": [memory_kb(k) for k in children(me)]}
 
 
-def run_path(path: str, spec: str, workers: int, batches: int, cache_dir: str) -> dict:
-    """One path (``index`` or ``json``) in this process: load, build the loader, read batches."""
+def run_path(
+    path: str,
+    spec: str,
+    workers: int,
+    batches: int,
+    cache_dir: str,
+    mmap_threshold: int | None = None,
+) -> dict:
+    """One path (``index`` or ``json``) in this process: load, build the loader, read batches
+    (workers with DATALOADER.WORKER_MMAP_THRESHOLD = ``mmap_threshold``; None: the default)."""
+    return _load_and_read(path, spec, workers, batches, cache_dir, mmap_threshold)[0]
+
+
+def _load_and_read(
+    path: str,
+    spec: str,
+    workers: int,
+    batches: int,
+    cache_dir: str,
+    mmap_threshold: int | None = None,
+):
+    """``run_path``'s measurements, and the loaded dataset and loader iterator (alive as long as
+    the caller keeps them: a simulated rank is measured while it still holds its data)."""
     import torch
 
     from ..config import get_cfg
@@ -77,6 +111,8 @@ def run_path(path: str, spec: str, workers: int, batches: int, cache_dir: str) -
         ["SOLVER.IMS_PER_BATCH", 2, "DATALOADER.NUM_WORKERS", workers, "MODEL.DEVICE", "cpu"]
     )
     cfg.merge_from_list(["INPUT.MIN_SIZE_TRAIN", (320,), "INPUT.MAX_SIZE_TRAIN", 533])
+    if mmap_threshold is not None:
+        cfg.merge_from_list(["DATALOADER.WORKER_MMAP_THRESHOLD", mmap_threshold])
     mem0 = memory_kb(os.getpid())
     start = time.perf_counter()
     dicts, _ = load_datasets([spec], index=path == "index", cache_dir=cache_dir)
@@ -86,17 +122,22 @@ def run_path(path: str, spec: str, workers: int, batches: int, cache_dir: str) -
     next(it)
     first = time.perf_counter() - start
     at_first = _snapshot()
+    start = time.perf_counter()
     for _ in range(batches - 1):
         next(it)
-    return {
+    row = {
         "path": path,
+        "label": path if mmap_threshold is None else f"{path}-{mmap_threshold}",
+        "mmap_threshold": mmap_threshold,
         "load_s": loaded,
         "first_batch_s": first,
+        "read_s": time.perf_counter() - start,
         "dataset_kb": {k: mem1[k] - mem0[k] for k in ("rss", "anon")},
         "first": at_first,
         "after": _snapshot(),
         "batches": batches,
     }
+    return row, (dicts, it)
 
 
 def _child(args: list[str]) -> dict:
@@ -119,31 +160,44 @@ def build_time(spec: str, cache_dir: str) -> float:
     return _child(["build", spec, "0", "0", cache_dir])["build_s"]
 
 
+# (path, workers' DATALOADER.WORKER_MMAP_THRESHOLD) that ``compare`` measures
+COMPARED = (("index", None), ("index", 0), ("json", None))
+
+
 def compare(spec: str, workers: int, batches: int, cache_dir: str) -> list[dict]:
-    """Index build time, then the index path (warm cache) and the JSON path, each fresh."""
+    """Index build time, then the index path (warm cache), the index path with glibc's own mmap
+    threshold in the workers (``index-0``), and the JSON path, each in a fresh process."""
     built = build_time(spec, cache_dir)
-    rows = [_child([p, spec, str(workers), str(batches), cache_dir]) for p in ("index", "json")]
+    args = [spec, str(workers), str(batches), cache_dir]
+    rows = [_child([p, *args, *([] if t is None else [str(t)])]) for p, t in COMPARED]
     rows[0]["build_s"] = built
     return rows
 
 
-def _mb(kb: float) -> str:
-    return f"{kb / 1024:.0f}"
+def _mb(kb: float | None) -> str:
+    return "?" if kb is None else f"{kb / 1024:.0f}"
+
+
+def _signed_mb(kb: float | None) -> str:
+    return "?" if kb is None else f"{kb / 1024:+.0f}"
 
 
 def worker_growth(row: dict) -> list[dict[str, int]]:
     """Per worker, kB gained between the first and the last batch, per memory field. ``pss``
     grows also when a worker faults in pages its parent had already mapped (libraries, the index):
     shared pages, whose PSS moves from the parent to the worker; ``pss_anon`` and ``dirty``
-    grow only with memory of the worker's own (copies, buffers)."""
+    grow only with memory of the worker's own (copies, buffers). ``None`` where the kernel does
+    not report the field."""
     pairs = zip(row["first"]["workers"], row["after"]["workers"], strict=True)
-    return [{k: b[k] - a[k] for k in a} for a, b in pairs]
+    return [{k: None if a[k] is None else b[k] - a[k] for k in a} for a, b in pairs]
 
 
 def format_rows(rows: list[dict]) -> list[str]:
-    """One line per path and memory snapshot (MB), and per path the workers' growth."""
+    """One line per path and memory snapshot (MB), and per path the workers' growth. The time
+    column holds the first batch's seconds (dataset load included) on the batch-1 line, the
+    seconds of batches 2 to K on the batch-K line."""
     lines = [
-        f"{'path':<6}{'build s':>9}{'1st batch s':>13}{'data RSS/anon':>15}  "
+        f"{'path':<8}{'build s':>9}{'1st/rest s':>12}{'data RSS/anon':>15}  "
         "batch: main RSS/PSS/anon; workers PSS/anon PSS/private-dirty each (MB)"
     ]
     for r in rows:
@@ -153,40 +207,48 @@ def format_rows(rows: list[dict]) -> list[str]:
                 f"{_mb(x['pss'])}/{_mb(x['pss_anon'])}/{_mb(x['dirty'])}" for x in snap["workers"]
             )
             build = f"{r['build_s']:.1f}" if "build_s" in r and tag == "1" else ""
-            head = f"{r['first_batch_s']:.2f}" if tag == "1" else ""
+            head = f"{r['first_batch_s'] if tag == '1' else r['read_s']:.2f}"
             d = r["dataset_kb"]
             data = f"{_mb(d['rss'])}/{_mb(d['anon'])}" if tag == "1" else ""
             lines.append(
-                f"{r['path']:<6}{build:>9}{head:>13}{data:>15}  "
+                f"{_label(r):<8}{build:>9}{head:>12}{data:>15}  "
                 f"{tag:>5}: {_mb(m['rss'])}/{_mb(m['pss'])}/{_mb(m['anon'])}; {w or '-'}"
             )
     for r in rows:
         grown = worker_growth(r)
         if grown:
             per = ", ".join(
-                "/".join(f"{g[k] / 1024:+.0f}" for k in ("pss", "pss_anon", "dirty")) for g in grown
+                "/".join(_signed_mb(g[k]) for k in ("pss", "pss_anon", "dirty")) for g in grown
             )
             lines.append(
-                f"{r['path']}: workers' growth from batch 1 to {r['batches']}, "
+                f"{_label(r)}: workers' growth from batch 1 to {r['batches']}, "
                 f"PSS/anon PSS/private-dirty MB: {per}"
             )
+    if any(r.get("mmap_threshold") == 0 for r in rows):
+        lines.append("-0: workers with DATALOADER.WORKER_MMAP_THRESHOLD 0 (glibc's own threshold)")
     return lines
+
+
+def _label(row: dict) -> str:
+    return row.get("label", row["path"])
 
 
 def hold_rank(spec: str, batches: int, cache_dir: str) -> None:
     """A simulated rank, in two phases driven over stdin/stdout so that the parent measures every
     rank at the same moments: import what training imports and say ``imported``; on a line from
     stdin, load the dataset from the index (warm cache), read ``batches`` batches in this process
-    and say ``ready``; then stay alive until stdin closes."""
+    and say ``ready``; then stay alive, still holding the dataset and its loader (the index's
+    memory map), until stdin closes."""
     import torch  # noqa: F401  (what every rank has loaded before it reads data)
 
     from ..data import build  # noqa: F401
 
     print(json.dumps({"imported": os.getpid()}), flush=True)
     sys.stdin.readline()
-    run_path("index", spec, 0, batches, cache_dir)
+    held = _load_and_read("index", spec, 0, batches, cache_dir)
     print(json.dumps({"ready": os.getpid()}), flush=True)
     sys.stdin.read()
+    del held
 
 
 def _sum_memory(pids: list[int]) -> dict[str, int]:
@@ -209,8 +271,13 @@ def simulated_ranks(spec: str, ranks: int, batches: int, cache_dir: str) -> dict
     alive at once, summed over the processes (kB): ``base`` after the imports, ``after`` at the
     last batch, and ``data`` = after - base (what loading and reading cost the machine). ``pss``
     splits shared pages (the index's memory map, the libraries) between their users, so its sum
-    is the machine's real cost; ``rss`` counts shared pages once per process. The cache is built
+    is the machine's real cost; ``rss`` counts shared pages once per process. ``mapped``: how
+    many of the processes had the index file mapped when measured. The cache is built
     beforehand (``build_time``)."""
+    from ..data.catalog import resolve
+    from ..data.index import cache_path
+
+    index_file = cache_path(resolve(spec)[0], cache_dir)
     cmd = [sys.executable, "-m", "opmask.engine.databench", "rank", spec, "0", str(batches)]
     env = dict(os.environ, OMP_NUM_THREADS="1")
     procs = [
@@ -230,7 +297,12 @@ def simulated_ranks(spec: str, ranks: int, batches: int, cache_dir: str) -> dict
         for p in procs:
             _expect(p, "ready")
         after = _sum_memory(pids)
-        return {"base": base, "after": after, "data": {k: after[k] - base[k] for k in base}}
+        return {
+            "base": base,
+            "after": after,
+            "data": {k: after[k] - base[k] for k in base},
+            "mapped": sum(maps_file(pid, index_file) for pid in pids),
+        }
     finally:
         for p in procs:
             if p.stdin:
@@ -240,8 +312,10 @@ def simulated_ranks(spec: str, ranks: int, batches: int, cache_dir: str) -> dict
 
 
 def format_ranks(ranks: dict[int, dict]) -> str:
-    """One line per number of ranks: PSS and RSS after the imports, at the last batch, and the
-    difference (the data's cost); the last line compares the largest number with one rank."""
+    """One line per number of ranks: PSS after the imports, at the last batch, and the
+    difference (the data's cost: the index's pages, split between the ranks that map them, and
+    each rank's batch buffers); the last lines compare the largest number with one rank, for the
+    data and for the whole processes (which include torch and the interpreter, ~0.4 GB each)."""
     lines = [f"{'ranks':>5}{'PSS base':>10}{'PSS after':>11}{'data PSS':>10}{'data anon':>11}"]
     for n, r in sorted(ranks.items()):
         b, a, d = r["base"], r["after"], r["data"]
@@ -250,13 +324,15 @@ def format_ranks(ranks: dict[int, dict]) -> str:
         )
     if len(ranks) > 1:
         n = max(ranks)
-        ratio = ranks[n]["after"]["pss"] / ranks[1]["after"]["pss"]
-        lines.append(f"{n} ranks / 1 rank, PSS at the last batch: {ratio:.2f}x")
+        data = ranks[n]["data"]["pss"] / ranks[1]["data"]["pss"]
+        whole = ranks[n]["after"]["pss"] / ranks[1]["after"]["pss"]
+        lines.append(f"{n} ranks / 1 rank, data PSS: {data:.2f}x")
+        lines.append(f"{n} ranks / 1 rank, whole processes' PSS at the last batch: {whole:.2f}x")
     return "\n".join(lines)
 
 
 def _main(argv: list[str]) -> None:
-    path, spec, workers, batches, cache_dir = argv
+    path, spec, workers, batches, cache_dir, *threshold = argv
     if path == "rank":
         hold_rank(spec, int(batches), cache_dir)
         return
@@ -267,7 +343,8 @@ def _main(argv: list[str]) -> None:
         load_dataset(spec, index=True, cache_dir=cache_dir)
         print(json.dumps({"build_s": time.perf_counter() - start}))
         return
-    print(json.dumps(run_path(path, spec, int(workers), int(batches), cache_dir)))
+    mmap_threshold = int(threshold[0]) if threshold else None
+    print(json.dumps(run_path(path, spec, int(workers), int(batches), cache_dir, mmap_threshold)))
 
 
 def synthetic_detections(gt: dict, per_image: int, seed: int = 0) -> list[dict]:
