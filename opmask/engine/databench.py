@@ -192,6 +192,20 @@ def worker_growth(row: dict) -> list[dict[str, int]]:
     return [{k: None if a[k] is None else b[k] - a[k] for k in a} for a, b in pairs]
 
 
+def total_growth(row: dict) -> int:
+    """kB of PSS that the main process and its workers together gained from the first to the
+    last batch: the machine's cost of reading, where shared pages that move from the parent's
+    PSS to a worker's cancel out."""
+    return sum(
+        b["pss"] - a["pss"]
+        for a, b in zip(
+            [row["first"]["main"], *row["first"]["workers"]],
+            [row["after"]["main"], *row["after"]["workers"]],
+            strict=True,
+        )
+    )
+
+
 def format_rows(rows: list[dict]) -> list[str]:
     """One line per path and memory snapshot (MB), and per path the workers' growth. The time
     column holds the first batch's seconds (dataset load included) on the batch-1 line, the
@@ -222,7 +236,8 @@ def format_rows(rows: list[dict]) -> list[str]:
             )
             lines.append(
                 f"{_label(r)}: workers' growth from batch 1 to {r['batches']}, "
-                f"PSS/anon PSS/private-dirty MB: {per}"
+                f"PSS/anon PSS/private-dirty MB: {per}; main + workers PSS "
+                f"{_signed_mb(total_growth(r))}"
             )
     if any(r.get("mmap_threshold") == 0 for r in rows):
         lines.append("-0: workers with DATALOADER.WORKER_MMAP_THRESHOLD 0 (glibc's own threshold)")

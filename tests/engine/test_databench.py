@@ -28,12 +28,15 @@ def test_run_path_measures_main_and_each_worker(tmp_path):
         assert (
             g["pss_anon"] == b["pss_anon"] - a["pss_anon"] and g["dirty"] == b["dirty"] - a["dirty"]
         )
+    main_growth = row["after"]["main"]["pss"] - row["first"]["main"]["pss"]
+    assert databench.total_growth(row) == main_growth + sum(g["pss"] for g in grown)
     assert os.listdir(tmp_path / "c")  # the index was built there
     row["build_s"] = 0.5
     lines = databench.format_rows([row])
     assert lines[1].startswith("index") and "0.5" in lines[1] and " 3: " in lines[2]
     assert lines[3].startswith("index: workers' growth from batch 1 to 3, PSS/anon PSS/private")
     assert lines[3].count("/") == 2 + 2 * 2  # the label's two, then two per worker
+    assert lines[3].endswith(f"main + workers PSS {databench.total_growth(row) / 1024:+.0f}")
 
 
 def test_simulated_ranks_are_measured_alive_at_once(tmp_path):
@@ -98,5 +101,5 @@ def test_a_kernel_without_the_pss_split_prints_question_marks():
     assert lines[1].startswith("index-0") and lines[1].endswith("1: 403/294/93; 294/?/89")
     assert lines[2].split()[:2] == ["index-0", "4.50"]  # batches 2 to K: 4.5 s
     assert lines[3].startswith("index-0: workers' growth from batch 1 to 5")
-    assert lines[3].endswith("PSS/anon PSS/private-dirty MB: +2/?/+1")
+    assert lines[3].endswith("PSS/anon PSS/private-dirty MB: +2/?/+1; main + workers PSS +4")
     assert lines[4].startswith("-0: workers with DATALOADER.WORKER_MMAP_THRESHOLD 0")
