@@ -84,22 +84,12 @@ def run_path(
     batches: int,
     cache_dir: str,
     mmap_threshold: int | None = None,
+    hold: list | None = None,
 ) -> dict:
     """One path (``index`` or ``json``) in this process: load, build the loader, read batches
-    (workers with DATALOADER.WORKER_MMAP_THRESHOLD = ``mmap_threshold``; None: the default)."""
-    return _load_and_read(path, spec, workers, batches, cache_dir, mmap_threshold)[0]
-
-
-def _load_and_read(
-    path: str,
-    spec: str,
-    workers: int,
-    batches: int,
-    cache_dir: str,
-    mmap_threshold: int | None = None,
-):
-    """``run_path``'s measurements, and the loaded dataset and loader iterator (alive as long as
-    the caller keeps them: a simulated rank is measured while it still holds its data)."""
+    (workers with DATALOADER.WORKER_MMAP_THRESHOLD = ``mmap_threshold``; None: the default).
+    With a list ``hold``, the dataset and the loader's iterator are appended to it and so stay
+    alive while the caller keeps it (a simulated rank is measured while it holds its data)."""
     import torch
 
     from ..config import get_cfg
@@ -137,7 +127,9 @@ def _load_and_read(
         "after": _snapshot(),
         "batches": batches,
     }
-    return row, (dicts, it)
+    if hold is not None:
+        hold += [dicts, it]
+    return row
 
 
 def _child(args: list[str]) -> dict:
@@ -260,10 +252,10 @@ def hold_rank(spec: str, batches: int, cache_dir: str) -> None:
 
     print(json.dumps({"imported": os.getpid()}), flush=True)
     sys.stdin.readline()
-    held = _load_and_read("index", spec, 0, batches, cache_dir)
+    held: list = []
+    run_path("index", spec, 0, batches, cache_dir, hold=held)
     print(json.dumps({"ready": os.getpid()}), flush=True)
     sys.stdin.read()
-    del held
 
 
 def _sum_memory(pids: list[int]) -> dict[str, int]:
