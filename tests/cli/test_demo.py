@@ -7,7 +7,9 @@ TASKS = ("bbox", "segm", "segm_strong", "segm_weak")
 
 def test_demo_trains_both_models_and_writes_the_comparison(datasets_root, tmp_path):
     out = tmp_path / "demo"
-    args = ["opmask.cli.demo", "--out", str(out), "--data-seed", "3", *TINY]
+    head = ["opmask.cli.demo", "--out", str(out), "--data-seed", "3"]
+    # both from scratch (the shared first stage: the user-dataset test below)
+    args = [*head, "--pretrain-iters", "0", *TINY]
     first = run_cli(args, datasets_root, str(tmp_path))
     assert first.returncode == 0, first.stderr[-3000:]
     summary = json.loads((out / "summary.json").read_text())
@@ -37,6 +39,12 @@ def test_demo_trains_both_models_and_writes_the_comparison(datasets_root, tmp_pa
     log = again.stderr + again.stdout  # both runs resume at their end: no step is repeated
     assert log.count("Starting training from iteration 6 of 6") == 2
     assert "iter: " not in log
+
+    # the same folder with the shared first stage: refused before anything is trained or written
+    other = run_cli([*head, "--pretrain-iters", "2", *TINY], datasets_root, str(tmp_path))
+    assert other.returncode == 1 and other.stderr.count("\n") == 1, other.stderr[-3000:]
+    assert f"{out / 'baseline'} was made with MODEL.WEIGHTS ''" in other.stderr
+    assert "give another --out" in other.stderr and not (out / "pretrain").exists()
 
 
 def test_demo_refuses_data_made_with_another_seed(datasets_root, tmp_path):
@@ -97,6 +105,12 @@ def test_demo_refuses_user_data_without_split_and_other_families(tmp_path, capsy
     monkeypatch.setenv("OPMASK_DATASETS", str(tmp_path / "root"))
     _user_dataset(tmp_path / "root" / "shapes", "texture")  # built-in location, other family
     _refused(capsys, tmp_path, ["--data-seed", "5"], "is of the 'texture' family")
+
+
+def test_the_shared_first_stage_is_the_default_recipe():
+    from opmask.cli.demo import parser
+
+    assert parser().parse_args([]).pretrain_iters == 300  # README's numbers are of this recipe
 
 
 def test_demo_on_a_user_dataset_with_a_shared_pretrained_backbone(tmp_path):
