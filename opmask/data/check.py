@@ -67,10 +67,8 @@ def _check_file(item: tuple) -> tuple | None:
     except Exception as e:  # noqa: BLE001 - any decoder failure means unreadable
         return iid, "unreadable image", f"{path}: {type(e).__name__}: {e}"
     if size != (width, height):
-        return (
-            iid,
-            "image size mismatch",
-            (f"{path} is {size[0]}x{size[1]}, annotations say {width}x{height}"),
+        return iid, "image size mismatch", (
+            f"{path} is {size[0]}x{size[1]}, annotations say {width}x{height}"
         )
     return None
 
