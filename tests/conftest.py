@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import os
+import pathlib
+import shutil
 import subprocess
 import sys
+import tempfile
 
 import pytest
 
@@ -47,6 +50,56 @@ TINY = [
     "SOLVER.BASE_LR",
     "0.01",
 ]
+
+
+SHARED_ENV = "OPMASK_TEST_SHARED"  # a folder shared by every process of one test run
+
+
+def pytest_configure(config):
+    """The controller (or the only process) makes the run's shared folder before any
+    pytest-xdist worker starts; workers inherit it through the environment."""
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        # Parallel workers share 2 cores: one thread each (and in every process a test starts),
+        # or they oversubscribe the cores and slow each other down many times over.
+        os.environ["OMP_NUM_THREADS"] = "1"
+        import torch
+
+        torch.set_num_threads(1)
+    elif SHARED_ENV not in os.environ:
+        os.environ[SHARED_ENV] = tempfile.mkdtemp(prefix="opmask-tests-")
+        config._opmask_shared = os.environ[SHARED_ENV]
+
+
+def pytest_sessionfinish(session):
+    """The controller stops the shared SLURM cluster (if a test started one) once every worker
+    has finished, and removes the shared folder."""
+    shared = getattr(session.config, "_opmask_shared", None)
+    if shared is None:  # a worker, or a run inside another test run
+        return
+    cluster = shared_cluster_folder()
+    if (cluster / "slurm.conf").exists():
+        stop = os.path.join(REPO, "slurm", "local", "stop.sh")
+        subprocess.run(["bash", stop, str(cluster)], timeout=120)
+    if session.testsfailed:  # keep the cluster's logs for the failure's reader
+        print(f"\nshared test folder kept (SLURM logs in slurm-cluster/log): {shared}")
+    else:
+        shutil.rmtree(shared, ignore_errors=True)
+    os.environ.pop(SHARED_ENV, None)
+
+
+def pytest_collection_modifyitems(config, items):
+    """Every test that uses the SLURM cluster carries the ``slurm`` marker (deselect them with
+    ``-m "not slurm"``)."""
+    for item in items:
+        if "slurm" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.slurm)
+
+
+def shared_cluster_folder() -> pathlib.Path:
+    """Where the test run's one SLURM cluster lives (``tests/launch/conftest.py`` starts it)."""
+    folder = pathlib.Path(os.environ[SHARED_ENV]) / "slurm-cluster"
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder
 
 
 @pytest.fixture(autouse=True)

@@ -2,35 +2,63 @@
 
 from __future__ import annotations
 
+import fcntl
 import os
 import subprocess
 import time
 
 import pytest
 
-from tests.conftest import REPO
+from tests.conftest import REPO, shared_cluster_folder
 
 
 @pytest.fixture(scope="session")
-def slurm(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("slurm-cluster")
-    start = subprocess.run(
-        ["bash", os.path.join(REPO, "slurm", "local", "start.sh"), str(folder), "2"],
-        capture_output=True,
-        text=True,
-        timeout=180,
-    )
-    assert start.returncode == 0, start.stdout + start.stderr
+def slurm():
+    """The test run's one cluster: the first test that needs it starts it (under a lock, so
+    parallel pytest-xdist workers share it), the controller process stops it when the whole run
+    ends (``pytest_sessionfinish`` in ``tests/conftest.py``)."""
+    folder = shared_cluster_folder()
+    with open(folder.parent / "slurm-cluster.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not (folder / "up").exists():
+            start = subprocess.run(
+                ["bash", os.path.join(REPO, "slurm", "local", "start.sh"), str(folder), "2"],
+                capture_output=True,
+                text=True,
+                timeout=180,
+            )
+            assert start.returncode == 0, start.stdout + start.stderr
+            (folder / "up").write_text("")
     old = os.environ.get("SLURM_CONF")
     os.environ["SLURM_CONF"] = str(folder / "slurm.conf")
+    old_profile = os.environ.get("OPMASK_PROFILE")
+    os.environ["OPMASK_PROFILE"] = "local"  # the test cluster's profile: there is no default
     yield folder
-    subprocess.run(
-        ["bash", os.path.join(REPO, "slurm", "local", "stop.sh"), str(folder)], timeout=120
-    )
     if old is None:
         os.environ.pop("SLURM_CONF", None)
     else:
         os.environ["SLURM_CONF"] = old
+    if old_profile is None:
+        os.environ.pop("OPMASK_PROFILE", None)
+    else:
+        os.environ["OPMASK_PROFILE"] = old_profile
+
+
+def jobs_submitted_from(folder) -> list[str]:
+    """Ids of every job (running or ended) whose working folder is under ``folder``: what one
+    test submitted, whatever other tests run on the shared cluster at the same time."""
+    out = subprocess.run(
+        ["sacct", "-n", "-P", "-X", "-a", "-S", "now-1days", "-o", "JobID,WorkDir"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    root = str(folder)
+    return [
+        jid
+        for jid, _, work in (line.partition("|") for line in out.splitlines() if line)
+        if work == root or work.startswith(root + os.sep)
+    ]
 
 
 def sacct(job_id: str) -> list[str]:

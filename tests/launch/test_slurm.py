@@ -15,7 +15,7 @@ from opmask.config import load_config
 from opmask.engine.checkpoint import load_verified
 from opmask.engine.train_loop import train
 from tests.conftest import SHAPES_OPMASK, TINY
-from tests.launch.conftest import wait_final, wait_for
+from tests.launch.conftest import jobs_submitted_from, wait_final, wait_for
 
 SMALL = {k: v for k, v in zip(TINY[0::2], TINY[1::2]) if k != "VIS_PERIOD"}
 NO_VIS = ["VIS_PERIOD", "0", "DATASETS.TEST", "()"]
@@ -102,14 +102,13 @@ def test_dry_run_prints_sbatch_lines_and_config(slurm, datasets_root, tmp_path):
 def test_bad_input_is_refused_before_submitting(
     slurm, datasets_root, tmp_path, case, args, opts, message
 ):
-    before = subprocess.run(["squeue", "-h"], capture_output=True, text=True).stdout
     proc = submit(
         ["--output-dir", str(tmp_path / "run"), *args], datasets_root, str(tmp_path), opts=opts
     )
     assert proc.returncode == 1
     err = proc.stderr.strip().splitlines()
     assert len(err) == 1 and message in err[0] and "Traceback" not in proc.stderr, err
-    assert subprocess.run(["squeue", "-h"], capture_output=True, text=True).stdout == before
+    assert jobs_submitted_from(tmp_path) == []
     assert not (tmp_path / "run").exists()
 
 
@@ -120,6 +119,7 @@ def test_small_run_finishes_with_evaluation(slurm, datasets_root, tmp_path):
     )
     jid = job_id(proc)
     assert f"run folder: {run}" in proc.stdout and "squeue -j" in proc.stdout
+    assert jobs_submitted_from(tmp_path) == [jid]  # what the refusal tests rely on
     assert wait_final(jid)[-1] == "COMPLETED"
     assert json.loads((run / "inference" / "shapes_val" / "results.json").read_text())["segm"]
     assert [a["outcome"] for a in _attempts(run)] == ["completed"]
@@ -362,7 +362,6 @@ def test_refused_sbatch_leaves_a_sweep_that_resume_completes(slurm, datasets_roo
     spec["overrides"]["SOLVER.IMS_PER_BATCH"] = 3  # a multiple of 3 and of 1 processes
     (tmp_path / "sweep.yaml").write_text(yaml.safe_dump(spec))
     out = tmp_path / "sw"
-    queue = subprocess.run(["squeue", "-h"], capture_output=True, text=True).stdout
     proc = sweep(
         ["submit", str(tmp_path / "sweep.yaml"), "--out", str(out), "--nodes", "3"],
         datasets_root,
@@ -372,7 +371,7 @@ def test_refused_sbatch_leaves_a_sweep_that_resume_completes(slurm, datasets_roo
     err = proc.stderr.strip().splitlines()
     assert len(err) == 1 and "sbatch refused the request" in err[0], err
     assert f"opmask-sweep resume {out}" in err[0] and "Traceback" not in proc.stderr
-    assert subprocess.run(["squeue", "-h"], capture_output=True, text=True).stdout == queue
+    assert jobs_submitted_from(tmp_path) == []
     manifest = json.loads((out / "sweep.json").read_text())
     assert [p["job_ids"] for p in manifest["points"]] == [[], []]
     assert "sbatch refused" in manifest["last_error"]
@@ -393,7 +392,6 @@ def test_refused_sbatch_leaves_a_sweep_that_resume_completes(slurm, datasets_roo
 
 def test_refused_sbatch_of_a_single_run_leaves_nothing(slurm, datasets_root, tmp_path):
     run = tmp_path / "out" / "run"
-    queue = subprocess.run(["squeue", "-h"], capture_output=True, text=True).stdout
     proc = submit(
         ["--output-dir", str(run), "--nodes", "3", "--tasks-per-node", "1"],
         datasets_root,
@@ -404,4 +402,4 @@ def test_refused_sbatch_of_a_single_run_leaves_nothing(slurm, datasets_root, tmp
     err = proc.stderr.strip().splitlines()
     assert len(err) == 1 and "sbatch refused the request" in err[0], err
     assert not (tmp_path / "out").exists()  # the run folder this start made is gone
-    assert subprocess.run(["squeue", "-h"], capture_output=True, text=True).stdout == queue
+    assert jobs_submitted_from(tmp_path) == []
