@@ -5,6 +5,7 @@ from ..conftest import TINY, run_cli
 TASKS = ("bbox", "segm", "segm_strong", "segm_weak")
 
 
+@pytest.mark.slow
 def test_demo_trains_both_models_and_writes_the_comparison(datasets_root, tmp_path):
     out = tmp_path / "demo"
     head = ["opmask.cli.demo", "--out", str(out), "--data-seed", "3"]
@@ -113,6 +114,7 @@ def test_the_shared_first_stage_is_the_default_recipe():
     assert parser().parse_args([]).pretrain_iters == 300  # README's numbers are of this recipe
 
 
+@pytest.mark.slow
 def test_demo_on_a_user_dataset_with_a_shared_pretrained_backbone(tmp_path):
     """--train/--val/--strong-ids run the same recipe on any COCO files; --pretrain-iters trains
     the shared first stage once and starts both models from its backbone + FPN."""

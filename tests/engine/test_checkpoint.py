@@ -166,6 +166,7 @@ def _final_params(run):
     return load_verified(str(run / "models" / "model_final.pth"))["model"]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("procs", [1, 2])
 def test_resume_is_exact(shapes_env, tmp_path, procs):
     def go(run, max_iter, resume=False):
@@ -259,6 +260,7 @@ def _wait_for_iteration(run, n, proc, timeout=120):
     raise AssertionError("training did not start")
 
 
+@pytest.mark.slow
 def test_kill_9_at_random_moments_then_resume(datasets_root, tmp_path):
     """10 SIGKILLs during training and checkpoint writing (scripts/kill_stress.py is the longer
     stress run): each time the newest valid checkpoint loads and at most two checkpoint periods
@@ -276,6 +278,7 @@ def test_kill_9_at_random_moments_then_resume(datasets_root, tmp_path):
     assert "10/10 trials resumed from a valid checkpoint" in proc.stdout
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("procs", [1, 2])
 def test_signal_requests_checkpoint_at_next_step(datasets_root, tmp_path, procs):
     run = tmp_path / "run"
@@ -310,6 +313,7 @@ def test_signal_requests_checkpoint_at_next_step(datasets_root, tmp_path, procs)
     assert state["meta"]["world_size"] == procs and len(state["rng"]) == procs
 
 
+@pytest.mark.slow
 def test_incompatible_resume_is_refused_naming_keys(datasets_root, tmp_path):
     run = tmp_path / "run"
     ok = subprocess.run(

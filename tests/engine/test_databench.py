@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 import os
 
 from opmask.data.cocolike import write_coco_like
@@ -39,6 +40,7 @@ def test_run_path_measures_main_and_each_worker(tmp_path):
     assert lines[3].endswith(f"main + workers PSS {databench.total_growth(row) / 1024:+.0f}")
 
 
+@pytest.mark.slow
 def test_simulated_ranks_are_measured_alive_at_once(tmp_path):
     json_file = write_coco_like(str(tmp_path / "ds"), 12)
     spec = f"{json_file}:{tmp_path}/ds/images"

@@ -87,6 +87,7 @@ def _cfg(base, extra=()):
     return load_config(base, TINY + NO_EVAL + list(extra))
 
 
+@pytest.mark.slow
 def test_two_ranks_hold_identical_parameters_after_every_step(shapes_env, tmp_path, monkeypatch):
     """Also: evaluation sharded over 2 ranks and gathered equals a 1-process evaluation."""
     monkeypatch.setenv("OPMASK_TEST_LOG", str(tmp_path / "checked"))
@@ -125,6 +126,7 @@ def test_two_ranks_hold_identical_parameters_after_every_step(shapes_env, tmp_pa
     assert sorted(map(key, predictions)) == sorted(map(key, again))
 
 
+@pytest.mark.slow
 def test_two_ranks_of_batch_b_match_one_rank_of_batch_2b(shapes_env, tmp_path, monkeypatch):
     # Deterministic heads: frozen BN and no FPN norm (batch statistics would differ between one
     # batch of 4 and two of 2), every anchor/RoI used (no random subsampling), no flips mixed
@@ -192,6 +194,7 @@ def test_syncbn_with_a_rank_without_rois():
     assert time.time() - start < 60
 
 
+@pytest.mark.slow
 def test_nan_on_one_rank_stops_both_at_the_same_step(shapes_env, tmp_path):
     cfg = _cfg(SHAPES_OPMASK, ["SOLVER.MAX_ITER", "6"])
     start = time.time()
@@ -206,6 +209,7 @@ def test_nan_on_one_rank_stops_both_at_the_same_step(shapes_env, tmp_path):
     assert elapsed < 120  # far below the 10-minute collective timeout
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("dtype", ["bfloat16", "float16"])
 def test_mixed_precision_on_cpu(shapes_env, tmp_path, dtype):
     from opmask.engine.checkpoint import load_verified

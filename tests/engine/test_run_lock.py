@@ -80,6 +80,7 @@ def run(finished, tmp_path):
 
 
 # ---------------------------------------------------------------- resume never destroys
+@pytest.mark.slow
 def test_hashes_gone_and_checkpoints_damaged_refuses_and_changes_nothing(
     run, datasets_root, tmp_path
 ):
@@ -113,6 +114,7 @@ def test_hashes_gone_valid_checkpoints_warn_and_resume(run, datasets_root, tmp_p
     assert (run / "models" / "model_0000002.pth").read_bytes() == old["model_0000002.pth"]
 
 
+@pytest.mark.slow
 def test_corrupt_config_is_recovered_from_the_newest_checkpoint(run, datasets_root, tmp_path):
     seed = load_verified(str(run / "models" / "model_final.pth"))["meta"]["config"]
     (run / "config.yaml").write_text("SOLVER: [unclosed\n")
@@ -140,6 +142,7 @@ def test_resume_with_another_seed_is_refused_and_config_kept(run, datasets_root,
 
 
 # ---------------------------------------------------------------- a failed start
+@pytest.mark.slow
 def test_failed_start_leaves_nothing_and_the_same_command_then_works(datasets_root, tmp_path):
     out = tmp_path / "out"
     run = out / "deep" / "run"
@@ -152,6 +155,7 @@ def test_failed_start_leaves_nothing_and_the_same_command_then_works(datasets_ro
 
 
 # ---------------------------------------------------------------- one process per folder
+@pytest.mark.slow
 def test_second_process_fails_at_once_then_kill_9_is_taken_over(datasets_root, tmp_path):
     run = tmp_path / "run"
     opts = ["SOLVER.MAX_ITER", "100000", "SOLVER.CHECKPOINT_PERIOD", "1", "SOLVER.MAX_TO_KEEP", "2"]

@@ -82,6 +82,7 @@ def _metrics(run) -> list[dict]:
     return [json.loads(x) for x in open(run / "metrics.json")]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("first,then", [(2, 1), (1, 2)])
 def test_resume_with_another_world_size(shapes_env, tmp_path, caplog, first, then):
     _run(tmp_path / "ref", 1, 6)

@@ -56,6 +56,7 @@ def test_all_foreground_mask_head_scores_the_box_fill(shapes_env, config):
     assert all(0 <= v <= 1 for v in res.values())
 
 
+@pytest.mark.slow
 def test_cli_writes_json_next_to_the_evaluation(shapes_env, tmp_path):
     run = tmp_path / "run"
     train = run_cli(

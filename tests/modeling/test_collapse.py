@@ -76,6 +76,7 @@ def _gt_box_predictions(model, cfg, dicts) -> torch.Tensor:
     return torch.cat(preds)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("family", ["hue", "texture", "shape", "oriented"])
 def test_cam_box_head_does_not_call_every_gt_box_background(family, tmp_path, monkeypatch):
     torch.set_num_threads(1)

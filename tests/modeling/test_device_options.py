@@ -3,6 +3,7 @@ SOLVER.TF32 / CUDNN_BENCHMARK reach torch's backend flags."""
 
 from __future__ import annotations
 
+import pytest
 import torch
 
 from opmask.config import load_config
@@ -36,6 +37,7 @@ def test_channels_last_gives_the_same_outputs():
         torch.testing.assert_close(seg[k], ref[k], rtol=1e-4, atol=1e-4)
 
 
+@pytest.mark.slow
 def test_compile_gives_the_same_outputs_and_state_dict_names():
     ref_model, ref_feats, ref = _outputs()
     model, feats, seg = _outputs("MODEL.COMPILE", "True")

@@ -3,12 +3,14 @@ holds the matrix rows and one verdict line per check (the GPU form is the same c
 
 from __future__ import annotations
 
+import pytest
 import os
 import subprocess
 
 from ..conftest import REPO
 
 
+@pytest.mark.slow
 def test_gpu_check_cpu_form(tmp_path):
     report = tmp_path / "report.md"
     env = dict(os.environ, OMP_NUM_THREADS="1")

@@ -49,6 +49,7 @@ def dicts(tmp_path_factory):
     return load_datasets([f"{json_file}:{root}/images"], cache_dir=str(root / "cache"))[0]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("threshold,mapped", [(1 << 20, 1), (0, 0)])
 def test_loader_workers_fix_the_mmap_threshold(dicts, threshold, mapped):
     cfg = get_cfg()
