@@ -1,5 +1,7 @@
 import json
 
+import pytest
+
 from ..conftest import TINY, run_cli
 
 TASKS = ("bbox", "segm", "segm_strong", "segm_weak")

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-import pytest
 import os
+
+import pytest
 
 from opmask.data.cocolike import write_coco_like
 from opmask.engine import databench

@@ -3,9 +3,10 @@ holds the matrix rows and one verdict line per check (the GPU form is the same c
 
 from __future__ import annotations
 
-import pytest
 import os
 import subprocess
+
+import pytest
 
 from ..conftest import REPO
 
