@@ -89,10 +89,37 @@ def pytest_sessionfinish(session):
 
 def pytest_collection_modifyitems(config, items):
     """Every test that uses the SLURM cluster carries the ``slurm`` marker (deselect them with
-    ``-m "not slurm"``)."""
+    ``-m "not slurm"``); under pytest-xdist the long tests are spread over the workers."""
     for item in items:
         if "slurm" in getattr(item, "fixturenames", ()):
             item.add_marker(pytest.mark.slurm)
+    workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+    if workers > 1:
+        items[:] = spread_long_tests(items, workers)
+
+
+def spread_long_tests(items: list, workers: int) -> list:
+    """The order that starts every worker on its share of the long tests (``slurm``, then
+    ``slow``), each of which mostly waits for a job or a subprocess.
+
+    ``--dist worksteal`` first hands worker ``i`` the next ``len(pending) // (workers - i)``
+    tests of this order, then lets idle workers steal from the tail of busy ones. Without this
+    order, the SLURM scenarios (one file) would all start on one worker, one after another.
+    The order is a pure function of the collected items, so every worker computes the same.
+    """
+    marked = lambda it, name: it.get_closest_marker(name) is not None  # noqa: E731
+    slurm = [it for it in items if marked(it, "slurm")]
+    slow = [it for it in items if marked(it, "slow") and not marked(it, "slurm")]
+    rest = [it for it in items if not marked(it, "slurm") and not marked(it, "slow")]
+    heads = [slurm[i::workers] + slow[i::workers] for i in range(workers)]
+    order, left = [], len(items)
+    for i, head in enumerate(heads):
+        size = left // (workers - i)
+        take = max(0, size - len(head))
+        order += head + rest[:take]
+        rest = rest[take:]
+        left -= len(head) + take
+    return order + rest
 
 
 def shared_cluster_folder() -> pathlib.Path:
