@@ -7,7 +7,7 @@ import logging
 
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, get_worker_info
 
 from ..utils.malloc import fix_mmap_threshold
 from .catalog import load_dataset
@@ -39,13 +39,34 @@ class MapDataset(Dataset):
         try:
             out = self.mapper(d, rng)
         except DatasetError as e:
-            msg = str(e)
-            if msg.startswith("image id"):
-                raise
-            raise DatasetError(f"image id {d['image_id']}: {msg}") from None
+            msg = str(e) if str(e).startswith("image id") else f"image id {d['image_id']}: {e}"
+            if get_worker_info() is not None:  # a loader worker: the main process raises it
+                return Unreadable(msg)
+            raise DatasetError(msg) from None
         if isinstance(key, tuple):
             out["sample_seed"] = sample_seed(self.seed, key[1])
         return out
+
+
+class Unreadable:
+    """A sample a loader worker could not map: the one-line ``DatasetError`` message, carried to
+    the main process as data. (Raised in the worker, torch would re-raise it there with the
+    worker's whole traceback in its message.)"""
+
+    def __init__(self, message: str):
+        self.message = message
+
+
+class Loader(DataLoader):
+    """A ``DataLoader`` whose iteration raises a worker's ``DatasetError`` (an image that cannot
+    be read) in the main process as the one line it was."""
+
+    def __iter__(self):
+        for batch in super().__iter__():
+            bad = next((s for s in batch if isinstance(s, Unreadable)), None)
+            if bad is not None:
+                raise DatasetError(bad.message)
+            yield batch
 
 
 def sample_seed(seed: int, position: int) -> int:
@@ -121,7 +142,7 @@ def check_datasets(cfg, *, eval_only: bool = False) -> None:
 
 def build_train_loader(
     cfg, dicts: list[dict], *, seed: int, rank: int, world_size: int, start_iter: int
-) -> DataLoader:
+) -> Loader:
     """Infinite loader of lists of mapped dicts; the per-rank batch is IMS_PER_BATCH / world."""
     if cfg.DATALOADER.FILTER_EMPTY_ANNOTATIONS:
         kept = _with_instances(dicts)
@@ -152,7 +173,7 @@ def build_train_loader(
         start_iter=start_iter,
         group=cfg.DATALOADER.ASPECT_RATIO_GROUPING,
     )
-    return DataLoader(
+    return Loader(
         MapDataset(dicts, mapper, seed),
         batch_sampler=sampler,
         collate_fn=trivial_collate,
@@ -197,7 +218,7 @@ def _pin(cfg) -> bool:
     return cfg.MODEL.DEVICE != "cpu" and torch.cuda.is_available()
 
 
-def build_test_loader(cfg, dicts: list[dict], *, rank: int = 0, world_size: int = 1) -> DataLoader:
+def build_test_loader(cfg, dicts: list[dict], *, rank: int = 0, world_size: int = 1) -> Loader:
     """Batch-1 loader over this rank's shard (images rank, rank + world, ...)."""
     mapper = DatasetMapper(
         is_train=False,
@@ -206,7 +227,7 @@ def build_test_loader(cfg, dicts: list[dict], *, rank: int = 0, world_size: int 
         image_format=cfg.INPUT.FORMAT,
     )
     shard = list(range(rank, len(dicts), world_size))
-    return DataLoader(
+    return Loader(
         MapDataset(dicts, mapper),
         sampler=shard,
         batch_size=1,

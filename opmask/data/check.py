@@ -1,14 +1,20 @@
 """Validate a COCO-format dataset once, completely: every problem counted, the first ids named.
 
 The same checks as ``load_coco_json`` (which stops at the first problem), plus the image files:
-present, readable, and of the size the annotations give; files are checked in parallel.
-Training no longer stats every image upfront; it checks each image when it reads it.
+present, regular files, readable, and of the size the annotations give; files are checked in
+parallel. Training no longer stats every image upfront; it checks each image when it reads it.
+
+Problems fail the check (exit 1). Warnings do not: they name what trains, as Detectron2 would
+train it, but deserves a look: polygon points outside their image, zero-width or zero-height
+boxes (dropped), file names outside the image folder, 16-bit images (read scaled to 8 bits).
 """
 
 from __future__ import annotations
 
+import errno
 import json
 import os
+import stat
 from collections import Counter
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
@@ -16,6 +22,8 @@ from dataclasses import dataclass, field
 from PIL import Image
 
 from .coco import (
+    NAMES_OUTSIDE_ROOT,
+    OUTSIDE_POLYGONS,
     DatasetError,
     _annotation_problem,
     _check_categories,
@@ -23,7 +31,11 @@ from .coco import (
     _group_annotations,
     _read_json,
     index_of_ids,
+    name_leaves_root,
+    polygon_outside,
+    shown,
 )
+from .images import INTEGER_MODES, REFUSED_MODES, decode_reason, to_rgb8
 from .index import cache_path, json_key
 from .masks import is_polygon, valid_polygons
 
@@ -36,9 +48,13 @@ class CheckReport:
     counts: Counter = field(default_factory=Counter)  # images, annotations, categories, ...
     problems: dict = field(default_factory=dict)  # kind -> [(image id, message)]
     notes: Counter = field(default_factory=Counter)  # well-formed but dropped by training
+    warnings: dict = field(default_factory=dict)  # kind -> [(image id, message)]; not failures
 
     def add(self, kind: str, image_id, message: str) -> None:
         self.problems.setdefault(kind, []).append((image_id, message))
+
+    def warn(self, kind: str, image_id, message: str) -> None:
+        self.warnings.setdefault(kind, []).append((image_id, message))
 
     @property
     def ok(self) -> bool:
@@ -47,30 +63,75 @@ class CheckReport:
     def lines(self) -> list[str]:
         out = [f"{self.json_file}: " + ", ".join(f"{v} {k}" for k, v in self.counts.items())]
         out += [f"  note: {v} {k} (dropped by training)" for k, v in self.notes.items()]
+        for kind, items in self.warnings.items():
+            out += _kind_lines(f"warning: {kind}", items)
         for kind, items in self.problems.items():
-            ids = ", ".join(str(i) for i, _ in items[:FIRST_IDS])
-            out.append(f"  {kind}: {len(items)} (first image ids: {ids})")
-            out += [f"    image id {i}: {msg}" for i, msg in items[:FIRST_IDS]]
-        out.append("OK" if self.ok else f"FAILED: {sum(map(len, self.problems.values()))} problems")
+            out += _kind_lines(kind, items)
+        warned = sum(map(len, self.warnings.values()))
+        if not self.ok:
+            out.append(f"FAILED: {sum(map(len, self.problems.values()))} problems")
+        else:
+            out.append(f"OK ({warned} warnings)" if warned else "OK")
         return out
 
 
-def _check_file(item: tuple) -> tuple | None:
-    """(image id, path, problem kind, message) or None when the file is fine."""
+def _kind_lines(kind: str, items: list) -> list[str]:
+    ids = ", ".join(str(i) for i, _ in items[:FIRST_IDS])
+    out = [f"  {kind}: {len(items)} (first image ids: {ids})"]
+    return out + [f"    image id {i}: {msg}" for i, msg in items[:FIRST_IDS]]
+
+
+def _file_problem(path: str) -> tuple[str, str] | None:
+    """(kind, message) when ``path`` is not a regular file; None when it is."""
+    try:
+        st = os.stat(path)
+    except ValueError:  # a NUL byte in the name
+        return "missing image file", f"not found (the name holds a NUL byte): {shown(path)}"
+    except OSError as e:
+        if e.errno == errno.ENOENT and os.path.islink(path):
+            return "missing image file", f"symlink to a missing file: {shown(path)}"
+        if e.errno == errno.ENOENT:
+            return "missing image file", f"not found: {shown(path)}"
+        if e.errno == errno.ELOOP:
+            return "not an image file", f"symlink loop: {shown(path)}"
+        return "unreadable image", f"{shown(path)}: {e.strerror}"
+    if stat.S_ISDIR(st.st_mode):
+        return "not an image file", f"is a directory: {shown(path)}"
+    if not stat.S_ISREG(st.st_mode):
+        return "not an image file", f"not a regular file: {shown(path)}"
+    return None
+
+
+SIXTEEN_BIT = "16-bit images (read scaled by 1/257 to 8 bits)"
+
+
+def _check_file(item: tuple) -> list[tuple]:
+    """[(image id, kind, message, is a warning)]: empty when the file is fine."""
     iid, path, width, height, decode = item
-    if not os.path.isfile(path):
-        return iid, "missing image file", f"not found: {path}"
+    bad = _file_problem(path)
+    if bad is not None:
+        return [(iid, *bad, False)]
     try:
         with Image.open(path) as im:
-            size = im.size
-            im.load() if decode else im.verify()
+            size, mode = im.size, im.mode
+            if decode:
+                im.load()
+                to_rgb8(im)  # the mode's conversion, as training reads it
+            else:
+                im.verify()
+    except DatasetError as e:
+        return [(iid, "unsupported pixel mode", f"{shown(path)}: {e}", False)]
     except Exception as e:  # noqa: BLE001 - any decoder failure means unreadable
-        return iid, "unreadable image", f"{path}: {type(e).__name__}: {e}"
+        return [(iid, "unreadable image", f"{shown(path)}: {decode_reason(e)}", False)]
+    out = []
+    if mode in REFUSED_MODES:
+        out.append((iid, "unsupported pixel mode", f"{shown(path)}: mode {mode}", False))
+    elif mode in INTEGER_MODES:
+        out.append((iid, SIXTEEN_BIT, f"{shown(path)}: mode {mode}", True))
     if size != (width, height):
-        return iid, "image size mismatch", (
-            f"{path} is {size[0]}x{size[1]}, annotations say {width}x{height}"
-        )
-    return None
+        msg = f"{shown(path)} is {size[0]}x{size[1]}, annotations say {width}x{height}"
+        out.append((iid, "image size mismatch", msg, False))
+    return out
 
 
 def _check_annotations(report: CheckReport, data: dict, images: dict, id_map: dict) -> None:
@@ -88,10 +149,23 @@ def _check_annotations(report: CheckReport, data: dict, images: dict, id_map: di
         problem = _annotation_problem(ann, images[iid], id_map)
         if problem:
             report.add("bad annotation", iid, f"annotation {ann['id']}: {problem}")
-        elif is_polygon(ann.get("segmentation")):
-            segm = ann["segmentation"]
-            report.notes["degenerate polygons"] += len(segm) - len(valid_polygons(segm))
+        else:
+            _warn_annotation(report, ann, images[iid])
     report.counts["annotations"] = len(seen)
+
+
+def _warn_annotation(report: CheckReport, ann: dict, img: dict) -> None:
+    """Notes and warnings on a valid annotation: what trains, or is dropped, without a word."""
+    iid, segm, (_, _, w, h) = img["id"], ann.get("segmentation"), ann["bbox"]
+    if w <= 0 or h <= 0:
+        kind = "zero-width or zero-height boxes (dropped by training)"
+        report.warn(kind, iid, f"annotation {ann['id']}: bbox {ann['bbox']}")
+    if is_polygon(segm):
+        good = valid_polygons(segm)
+        report.notes["degenerate polygons"] += len(segm) - len(good)
+        if polygon_outside(good, img["width"], img["height"]):
+            where = f"{img['width']}x{img['height']} image {shown(img['file_name'])}"
+            report.warn(OUTSIDE_POLYGONS, iid, f"annotation {ann['id']}: outside the {where}")
 
 
 def check_dataset(
@@ -115,15 +189,18 @@ def check_dataset(
             iid = img.get("id") if isinstance(img, dict) else None
             report.add("bad image record", iid, str(e).split(": ", 1)[-1])
     report.counts.update(images=len(images), categories=len(cats))
+    for iid, im in images.items():
+        if name_leaves_root(im["file_name"]):
+            report.warn(NAMES_OUTSIDE_ROOT, iid, shown(im["file_name"]))
     _check_annotations(report, data, images, id_map)
     items = [
         (iid, os.path.join(image_root, im["file_name"]), im["width"], im["height"], decode)
         for iid, im in images.items()
     ]
     with ProcessPoolExecutor(max_workers=workers or os.cpu_count()) as pool:
-        for bad in pool.map(_check_file, items, chunksize=max(1, len(items) // 64)):
-            if bad is not None:
-                report.add(bad[1], bad[0], bad[2])
+        for found in pool.map(_check_file, items, chunksize=max(1, len(items) // 64)):
+            for iid, kind, message, warning in found:
+                (report.warn if warning else report.add)(kind, iid, message)
     return report
 
 
@@ -135,6 +212,7 @@ def record_check(json_file: str, report: CheckReport, cache_dir: str = "") -> st
         "ok": report.ok,
         "counts": dict(report.counts),
         "problems": {k: len(v) for k, v in report.problems.items()},
+        "warnings": {k: len(v) for k, v in report.warnings.items()},
     }
     try:
         os.makedirs(os.path.dirname(path), exist_ok=True)

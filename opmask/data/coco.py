@@ -5,7 +5,9 @@ A dataset dict is ``{file_name, height, width, image_id, annotations}``; each an
 
 Every field used is checked for type and value; an error names the file, the image id and the
 annotation id. Degenerate but well-formed instances (zero-size box, polygon of < 3 points) are
-dropped and counted, as Detectron2 does.
+dropped and counted, as Detectron2 does. What trains but deserves a word (polygons mostly outside
+their image, file names absolute or leading out of the image folder) is logged once per dataset
+and process (``DatasetInfo.warnings``). Paths in messages are escaped when not printable.
 """
 
 from __future__ import annotations
@@ -32,6 +34,12 @@ class DatasetError(OPMaskInputError):
     """A dataset file is malformed; the message names the file, image id or category."""
 
 
+def shown(path: str) -> str:
+    """``path`` as a message prints it: as is when printable, else escaped like ``ascii()`` (a
+    NUL byte, a newline, an escape sequence or an undecodable byte never reaches a terminal)."""
+    return path if path.isprintable() else ascii(path)
+
+
 @dataclass
 class DatasetInfo:
     """What the rest of the system needs to know about a loaded dataset."""
@@ -45,6 +53,8 @@ class DatasetInfo:
     dropped: Counter = field(default_factory=Counter)
     # why the file cannot be COCOeval's ground truth (None: it can); checked for test sets
     not_evaluable: str | None = None
+    # what trains but deserves a word (one line each; logged once per dataset and process)
+    warnings: list[str] = field(default_factory=list)
 
     # The one place that maps category ids to the model's labels and back.
     def labels(self, category_ids: Iterable[int]) -> list[int]:
@@ -106,6 +116,15 @@ def _check_categories(json_file: str, cats: list) -> list[dict]:
     return sorted(cats, key=lambda c: c["id"])
 
 
+def _is_unicode(text: str) -> bool:
+    """``text`` encodes as UTF-8 (no lone surrogate from a ``\\udXXX`` escape in the JSON)."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
 def _check_image(json_file: str, i: int, img: Any, seen: set) -> None:
     if not isinstance(img, dict):
         raise DatasetError(f"{json_file}: images[{i}] is a {type(img).__name__}, not an object")
@@ -118,6 +137,11 @@ def _check_image(json_file: str, i: int, img: Any, seen: set) -> None:
     name = img.get("file_name")
     if not isinstance(name, str) or not name:
         raise DatasetError(f"{json_file}: image id {iid}: 'file_name' missing or not a string")
+    if "\0" in name or not _is_unicode(name):
+        raise DatasetError(
+            f"{json_file}: image id {iid}: 'file_name' {ascii(name)} cannot name a file "
+            "(a NUL byte or a lone surrogate)"
+        )
     for key in ("height", "width"):
         if not _is_int(img.get(key)) or img[key] <= 0:
             raise DatasetError(
@@ -284,16 +308,29 @@ def load_coco_json(
         _check_image(json_file, i, img, image_ids)
     anns_by_image = _group_annotations(json_file, data.get("annotations", []), image_ids)
     info.not_evaluable = _not_evaluable(json_file, data.get("annotations", []))
-    dicts = []
+    dicts, flagged, first = [], Counter(), {}  # kind -> how many; kind -> the first
     for img in data["images"]:
         file_name = os.path.join(image_root, img["file_name"])
         if check_files and not os.path.isfile(file_name):
-            raise DatasetError(f"{json_file}: image id {img['id']}: file not found: {file_name}")
+            raise DatasetError(
+                f"{json_file}: image id {img['id']}: file not found: {shown(file_name)}"
+            )
+        if name_leaves_root(img["file_name"]):
+            flagged["names"] += 1
+            first.setdefault("names", f"image id {img['id']}: {shown(img['file_name'])}")
         annos = []
         for ann in anns_by_image.get(img["id"], []):
             obj = _convert_annotation(ann, img, id_map, json_file, info.dropped)
-            if obj is not None:
-                annos.append(obj)
+            if obj is None:
+                continue
+            annos.append(obj)
+            if is_polygon(obj["segmentation"]) and polygon_outside(
+                obj["segmentation"], img["width"], img["height"]
+            ):
+                flagged["outside"] += 1
+                first.setdefault(
+                    "outside", f"image id {img['id']}, annotation {ann['id']}, {shown(file_name)}"
+                )
         dicts.append(
             {
                 "file_name": file_name,
@@ -305,5 +342,66 @@ def load_coco_json(
         )
     if info.dropped:
         logger.warning("%s: dropped %s", name, dict(info.dropped))
+    info.warnings = _warnings(flagged, first)
+    log_warnings(info)
     logger.info("Loaded %d images from %s", len(dicts), json_file)
     return dicts, info
+
+
+def polygon_outside(polygons: list, width: int, height: int) -> bool:
+    """Under half of the polygons' extent (their joint bounding box) lies inside the image grown
+    by a box's slack (``BOX_SLACK_*``): wholly outside, or a vertex far away. A polygon crossing
+    the edge is normal (shapes cut by the border). Detectron2 trains on such polygons: the
+    rasterised mask is clipped to the image (empty for one wholly outside)."""
+    xs = [v for p in polygons for v in p[0::2]]
+    ys = [v for p in polygons for v in p[1::2]]
+    if not xs:
+        return False
+    inside = 1.0
+    for lo, hi, side in ((min(xs), max(xs), width), (min(ys), max(ys), height)):
+        slack = BOX_SLACK_PX + BOX_SLACK_FRACTION * side
+        if hi > lo:
+            inside *= max(0.0, min(hi, side + slack) - max(lo, -slack)) / (hi - lo)
+        elif not -slack <= lo <= side + slack:
+            return True
+    return inside < 0.5
+
+
+def name_leaves_root(file_name: str) -> bool:
+    """An absolute ``file_name``, or one whose ``..`` leads out of the image folder (Detectron2
+    reads both as given)."""
+    norm = os.path.normpath(file_name)
+    return os.path.isabs(file_name) or norm == os.pardir or norm.startswith(os.pardir + os.sep)
+
+
+OUTSIDE_POLYGONS = (
+    "polygons mostly outside their image (under half their extent inside); they train "
+    "clipped to the image"
+)
+NAMES_OUTSIDE_ROOT = (
+    "file_name absolute or leading out of the image folder with '..'; read as given"
+)
+
+
+def _warnings(flagged: Counter, first: dict) -> list[str]:
+    """One line per kind of flagged record: how many and the first."""
+    out = []
+    if flagged["outside"]:
+        out.append(
+            f"{flagged['outside']} annotations with {OUTSIDE_POLYGONS} (first: {first['outside']})"
+        )
+    if flagged["names"]:
+        out.append(f"{flagged['names']} images with {NAMES_OUTSIDE_ROOT} (first: {first['names']})")
+    return out
+
+
+_WARNED: set = set()  # (annotation file, warning) already logged by this process
+
+
+def log_warnings(info: DatasetInfo) -> None:
+    """Log each of ``info.warnings`` once per annotation file and process."""
+    for w in info.warnings:
+        key = (os.path.realpath(info.json_file), w)
+        if key not in _WARNED:
+            _WARNED.add(key)
+            logger.warning("dataset %s: %s", info.name, w)

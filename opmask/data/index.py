@@ -27,11 +27,11 @@ from dataclasses import asdict
 
 import numpy as np
 
-from .coco import DatasetError, DatasetInfo, load_coco_json
+from .coco import DatasetError, DatasetInfo, load_coco_json, log_warnings
 
 logger = logging.getLogger(__name__)
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: DatasetInfo.warnings in the header
 MAGIC = b"OPMIDX01"
 ALIGN = 64
 SEG_NONE, SEG_POLYGON, SEG_RLE, SEG_RLE_LIST = 0, 1, 2, 3
@@ -408,6 +408,7 @@ def open_index(
             ) from None
     info = _info_from_header(idx.header)
     info.name, info.json_file, info.image_root = name, json_file, image_root
+    log_warnings(info)  # a cached index warns as the JSON it was built from did
     return idx, info
 
 

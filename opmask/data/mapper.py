@@ -8,7 +8,8 @@ import numpy as np
 import torch
 from PIL import Image
 
-from .coco import DatasetError, label_of_index
+from .coco import DatasetError, label_of_index, shown
+from .images import read_image
 from .masks import InstanceMasks, is_polygon, segm_to_mask, transform_polygons
 
 
@@ -21,16 +22,6 @@ def shortest_edge_size(h: int, w: int, short: int, max_size: int) -> tuple[int, 
         scale = max_size * 1.0 / max(newh, neww)
         newh, neww = newh * scale, neww * scale
     return int(newh + 0.5), int(neww + 0.5)
-
-
-def read_image(file_name: str, image_format: str) -> np.ndarray:
-    """(H, W, 3) uint8 in ``image_format`` channel order (RGB or BGR)."""
-    try:
-        with Image.open(file_name) as im:
-            arr = np.asarray(im.convert("RGB"))
-    except (OSError, ValueError) as e:
-        raise DatasetError(f"cannot read image {file_name}: {e}") from None
-    return arr[:, :, ::-1] if image_format == "BGR" else arr
 
 
 class DatasetMapper:
@@ -84,7 +75,7 @@ class DatasetMapper:
         h0, w0 = img.shape[:2]
         if (h0, w0) != (d["height"], d["width"]):
             raise DatasetError(
-                f"image id {d['image_id']}: {d['file_name']} is {w0}x{h0}, "
+                f"image id {d['image_id']}: {shown(d['file_name'])} is {w0}x{h0}, "
                 f"annotations say {d['width']}x{d['height']}"
             )
         h, w = shortest_edge_size(h0, w0, self._draw_short_side(rng), self.max_size)
