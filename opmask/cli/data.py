@@ -2,15 +2,34 @@
 
 from __future__ import annotations
 
+import argparse
 import sys
 import time
 
 from ..data import cocolike
 from ..data.catalog import datasets_root, resolve
 from ..data.check import check_dataset, record_check
-from ..data.shapes import FAMILIES, generate
+from ..data.shapes import FAMILIES, MAX_RADIUS, generate
 from ..engine.exit_codes import run_command
 from .parser import OneLineParser
+
+# the shortest image side `opmask-data shapes` can place every object in (a shorter one fails
+# for some seeds: an object's centre is drawn at least half its radius inside the image)
+MIN_SHAPES_SIZE = MAX_RADIUS
+
+
+def count(minimum: int):
+    """An argparse type: an integer >= ``minimum`` (a word that is no integer gets argparse's
+    own "invalid int value")."""
+
+    def parse(text: str) -> int:
+        value = int(text)
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"must be >= {minimum}, got {value}")
+        return value
+
+    parse.__name__ = "int"
+    return parse
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -33,14 +52,15 @@ def main(argv: list[str] | None = None) -> int:
         help="output folder (default: $OPMASK_DATASETS/shapes, i.e. where the "
         "builtin names shapes_train / shapes_val look)",
     )
-    s.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
-    s.add_argument("--num-train", type=int, default=600, help="training images (default 600)")
-    s.add_argument("--num-val", type=int, default=100, help="validation images (default 100)")
+    s.add_argument("--seed", type=count(0), default=0, help="random seed >= 0 (default 0)")
+    s.add_argument("--num-train", type=count(1), default=600, help="training images (default 600)")
+    s.add_argument("--num-val", type=count(1), default=100, help="validation images (default 100)")
     s.add_argument(
         "--image-size",
-        type=int,
+        type=count(MIN_SHAPES_SIZE),
         default=128,
-        help="short side in pixels; the long side is 5/4 of it (default 128)",
+        help=f"short side in pixels, at least {MIN_SHAPES_SIZE}; the long side is 5/4 of it "
+        "(default 128)",
     )
     s.add_argument(
         "--family",
@@ -82,7 +102,7 @@ def _add_check_and_coco_like(sub) -> None:
         "each kind of problem with its first image ids, and OK or FAILED (exit 1).",
     )
     c.add_argument("dataset", help="a builtin name or ANNOTATIONS.json:IMAGE_DIR")
-    c.add_argument("--workers", type=int, default=0, help="processes (default: all CPUs)")
+    c.add_argument("--workers", type=count(1), default=None, help="processes (default: all CPUs)")
     c.add_argument("--decode", action="store_true", help="decode every image, not only headers")
     c.add_argument("--cache-dir", default="", help="where the result is recorded (see index)")
     f = sub.add_parser(
@@ -90,14 +110,14 @@ def _add_check_and_coco_like(sub) -> None:
         help="write a COCO-shaped fixture of N images (benchmarks, tests)",
         description=cocolike.__doc__,
     )
-    f.add_argument("--images", type=int, required=True, help="number of images")
+    f.add_argument("--images", type=count(1), required=True, help="number of images (>= 1)")
     f.add_argument("--out", required=True, help="output folder (new or empty)")
-    f.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    f.add_argument("--seed", type=count(0), default=0, help="random seed >= 0 (default 0)")
 
 
 def _check(args) -> int:
     json_file, image_root, _ = resolve(args.dataset)
-    report = check_dataset(json_file, image_root, workers=args.workers, decode=args.decode)
+    report = check_dataset(json_file, image_root, workers=args.workers or 0, decode=args.decode)
     print("\n".join(report.lines()))
     record_check(json_file, report, args.cache_dir)
     return 0 if report.ok else 1
