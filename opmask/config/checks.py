@@ -5,6 +5,12 @@
 None; :func:`validate` turns the first problem into a :class:`ConfigError` naming key and value.
 Whether a device is present is not a property of the config but of the machine, so it is checked
 by :func:`check_device` where training starts, not at load time (a login node has no GPU).
+
+This table is the one owner of what a config value may be: the builders (model, solver, loaders,
+evaluator) trust the checked config, so whatever a builder needs of a value (a head's NUM_CONV,
+anchors per RPN level, FPN levels, GroupNorm widths, image sizes) is a row or a cross-check here,
+refused before any run folder exists. ``tests/config/test_builder_raises.py`` maps every ``raise``
+of the builders to the check that refuses its value first.
 """
 
 from __future__ import annotations
@@ -134,6 +140,25 @@ def subset(*options: str) -> Check:
     return seq(choice(*options), min_len=1)
 
 
+def ordered(*options: str, consecutive: bool = False) -> Check:
+    """A non-empty list of ``options`` in their order, each at most once; ``consecutive``: no
+    gaps either (``[res3, res4, res5]``, not ``[res2, res4]``)."""
+    inner = subset(*options)
+
+    def check(v):
+        problem = inner(v)
+        if problem:
+            return problem
+        pos = [options.index(x) for x in v]
+        if any(b <= a for a, b in zip(pos, pos[1:])):
+            return f"must be in the order {list(options)}, each at most once"
+        if consecutive and pos[-1] - pos[0] != len(pos) - 1:
+            return "must be consecutive (no gaps)"
+        return None
+
+    return check
+
+
 def device(v: Any) -> str | None:
     ok = isinstance(v, str) and re.fullmatch(r"auto|cpu|cuda(:\d+)?", v)
     return None if ok else "must be auto, cpu, cuda or cuda:N"
@@ -146,6 +171,11 @@ POOLERS = choice("ROIAlignV2", "ROIAlign")
 FRACTION = number(0.0, 1.0)
 POSITIVE = integer(1)
 NONNEG = integer(0)
+GN_GROUPS_MIN = 8  # get_norm's GroupNorm: 32 groups, or 8 when the width is not a multiple of 32
+# Resized image sides (INPUT.MIN_SIZE_*, MAX_SIZE_*) of at least the backbone's stride: a side of
+# 1 px (MAX_SIZE_TRAIN 1) cannot be flipped into a tensor (negative stride), and the FPN would see
+# less than one cell of its coarse levels.
+IMAGE_SIDE = integer(32)
 
 CHECKS: dict[str, Check] = {
     "VERSION": integer(1),
@@ -163,14 +193,14 @@ CHECKS: dict[str, Check] = {
     "MODEL.RESNETS.OUT_FEATURES": subset(*RES),
     "MODEL.RESNETS.NORM": choice(*NORMS[1:]),
     "MODEL.RESNETS.STRIDE_IN_1X1": flag,
-    "MODEL.FPN.IN_FEATURES": subset(*RES),
+    "MODEL.FPN.IN_FEATURES": ordered(*RES, consecutive=True),  # level names follow the stages
     "MODEL.FPN.OUT_CHANNELS": POSITIVE,
     "MODEL.FPN.NORM": choice(*NORMS[:4]),
     "MODEL.ANCHOR_GENERATOR.SIZES": seq(seq(number(gt=0), min_len=1), min_len=1),
     "MODEL.ANCHOR_GENERATOR.ASPECT_RATIOS": seq(seq(number(gt=0), min_len=1), min_len=1),
     "MODEL.ANCHOR_GENERATOR.OFFSET": number(0.0, lt=1.0),
     "MODEL.PROPOSAL_GENERATOR.MIN_SIZE": number(0.0),
-    "MODEL.RPN.IN_FEATURES": subset(*LEVELS),
+    "MODEL.RPN.IN_FEATURES": ordered(*LEVELS),
     "MODEL.RPN.BATCH_SIZE_PER_IMAGE": POSITIVE,
     "MODEL.RPN.POSITIVE_FRACTION": FRACTION,
     "MODEL.RPN.IOU_THRESHOLDS": seq(FRACTION, length=2, increasing=True),
@@ -185,7 +215,7 @@ CHECKS: dict[str, Check] = {
     "MODEL.RPN.BBOX_REG_LOSS_WEIGHT": number(0.0),
     "MODEL.ROI_HEADS.NAME": choice("StandardROIHeads", "FPNCamRoiHeads"),
     "MODEL.ROI_HEADS.NUM_CLASSES": POSITIVE,
-    "MODEL.ROI_HEADS.IN_FEATURES": subset(*LEVELS),
+    "MODEL.ROI_HEADS.IN_FEATURES": ordered(*LEVELS, consecutive=True),  # the pooler's levels
     "MODEL.ROI_HEADS.BATCH_SIZE_PER_IMAGE": POSITIVE,
     "MODEL.ROI_HEADS.POSITIVE_FRACTION": FRACTION,
     "MODEL.ROI_HEADS.IOU_THRESHOLDS": seq(FRACTION, length=1),
@@ -212,11 +242,11 @@ CHECKS: dict[str, Check] = {
     "MODEL.ROI_MASK_HEAD.POOLER_SAMPLING_RATIO": NONNEG,
     "MODEL.ROI_MASK_HEAD.POOLER_TYPE": POOLERS,
     "MODEL.ROI_MASK_HEAD.CLS_AGNOSTIC_MASK": choice(True),
-    "INPUT.MIN_SIZE_TRAIN": seq(POSITIVE, min_len=1),
+    "INPUT.MIN_SIZE_TRAIN": seq(IMAGE_SIDE, min_len=1),
     "INPUT.MIN_SIZE_TRAIN_SAMPLING": choice("choice", "range"),
-    "INPUT.MAX_SIZE_TRAIN": POSITIVE,
-    "INPUT.MIN_SIZE_TEST": POSITIVE,
-    "INPUT.MAX_SIZE_TEST": POSITIVE,
+    "INPUT.MAX_SIZE_TRAIN": IMAGE_SIDE,
+    "INPUT.MIN_SIZE_TEST": IMAGE_SIDE,
+    "INPUT.MAX_SIZE_TEST": IMAGE_SIDE,
     "INPUT.FORMAT": choice("BGR", "RGB"),
     "INPUT.RANDOM_FLIP": choice("horizontal", "none"),
     "DATASETS.TRAIN": seq(text(nonempty=True)),
@@ -267,8 +297,106 @@ CHECKS: dict[str, Check] = {
 
 
 def _range_sampling(cfg: CfgNode) -> tuple[str, str] | None:
-    if cfg.INPUT.MIN_SIZE_TRAIN_SAMPLING == "range" and len(cfg.INPUT.MIN_SIZE_TRAIN) != 2:
+    sizes = cfg.INPUT.MIN_SIZE_TRAIN
+    if cfg.INPUT.MIN_SIZE_TRAIN_SAMPLING != "range":
+        return None
+    if len(sizes) != 2:
         return "INPUT.MIN_SIZE_TRAIN_SAMPLING", "is range: INPUT.MIN_SIZE_TRAIN needs 2 sizes"
+    if sizes[0] > sizes[1]:
+        return (
+            "INPUT.MIN_SIZE_TRAIN",
+            f"must be (low, high) with low <= high for range sampling, got {tuple(sizes)}",
+        )
+    return None
+
+
+def fpn_levels(cfg: CfgNode) -> list[str]:
+    """The FPN's outputs: one level per stage of MODEL.FPN.IN_FEATURES, then one more (max-pool),
+    e.g. res2..res5 -> p2..p6 (``ResNetFPN.level_names``)."""
+    first = int(cfg.MODEL.FPN.IN_FEATURES[0][-1])
+    return [f"p{first + k}" for k in range(len(cfg.MODEL.FPN.IN_FEATURES) + 1)]
+
+
+def _features_are_fpn_outputs(cfg: CfgNode) -> tuple[str, str] | None:
+    levels = fpn_levels(cfg)
+    for key in ("MODEL.RPN.IN_FEATURES", "MODEL.ROI_HEADS.IN_FEATURES"):
+        section, leaf = key.split(".")[1:]
+        missing = [f for f in cfg.MODEL[section][leaf] if f not in levels]
+        if missing:
+            fpn = list(cfg.MODEL.FPN.IN_FEATURES)
+            return key, (
+                f"names {missing[0]}, which MODEL.FPN.IN_FEATURES {fpn} does not give"
+                f" (it gives {', '.join(levels)})"
+            )
+    return None
+
+
+def _anchors_per_level(cfg: CfgNode) -> tuple[str, str] | None:
+    """SIZES and ASPECT_RATIOS give one list for every RPN level (or one for all), and every
+    level the same number of anchors (sizes x ratios): the RPN head is shared by the levels."""
+    a, rpn = cfg.MODEL.ANCHOR_GENERATOR, list(cfg.MODEL.RPN.IN_FEATURES)
+    n = len(rpn)
+    for leaf in ("SIZES", "ASPECT_RATIOS"):
+        if len(a[leaf]) not in (1, n):
+            return f"MODEL.ANCHOR_GENERATOR.{leaf}", (
+                f"has {len(a[leaf])} lists for {n} RPN level(s) (MODEL.RPN.IN_FEATURES {rpn}):"
+                f" give 1 list, or {n}"
+            )
+    sizes = [len(s) for s in a.SIZES] * (n if len(a.SIZES) == 1 else 1)
+    ratios = [len(r) for r in a.ASPECT_RATIOS] * (n if len(a.ASPECT_RATIOS) == 1 else 1)
+    counts = [s * r for s, r in zip(sizes, ratios)]
+    if len(set(counts)) > 1:
+        return "MODEL.ANCHOR_GENERATOR.SIZES", (
+            f"x ASPECT_RATIOS give the levels {counts} anchors; the RPN head shared by the"
+            " levels needs the same number at every level"
+        )
+    return None
+
+
+def _box_head_convs(cfg: CfgNode) -> tuple[str, str] | None:
+    b = cfg.MODEL.ROI_BOX_HEAD
+    if b.NAME == "FastRCNNConvFCHead" and b.NUM_CONV != 0:
+        return "MODEL.ROI_BOX_HEAD.NUM_CONV", (
+            f"must be 0 with FastRCNNConvFCHead (it has FC layers only), got {b.NUM_CONV}"
+        )
+    if b.NAME == "CAMBoxHead" and b.NUM_CONV < 1:
+        return "MODEL.ROI_BOX_HEAD.NUM_CONV", (
+            f"must be >= 1 with CAMBoxHead (the object mask prior is computed from its conv"
+            f" maps), got {b.NUM_CONV}"
+        )
+    return None
+
+
+def cam_box_head_widths(in_channels: int, num_conv: int, conv_dim: int) -> list[int]:
+    """CAMBoxHead's conv widths: doubling from the input width, capped by and ending at
+    ``conv_dim`` (the model builds its convs from this list)."""
+    widths = [min(in_channels * 2 ** (i + 1), conv_dim) for i in range(num_conv)]
+    return widths[:-1] + [conv_dim] if widths else []
+
+
+def _group_norm_widths(cfg: CfgNode) -> tuple[str, str] | None:
+    """GroupNorm takes 32 groups, or 8 when the width is not a multiple of 32 (``get_norm``):
+    every normed width must be a multiple of 8."""
+    m = cfg.MODEL
+    normed = [("MODEL.FPN.NORM", m.FPN.NORM, [m.FPN.OUT_CHANNELS], "MODEL.FPN.OUT_CHANNELS")]
+    if m.ROI_BOX_HEAD.NAME == "CAMBoxHead":
+        widths = cam_box_head_widths(
+            m.FPN.OUT_CHANNELS, m.ROI_BOX_HEAD.NUM_CONV, m.ROI_BOX_HEAD.CONV_DIM
+        )
+        source = "MODEL.FPN.OUT_CHANNELS doubled up to MODEL.ROI_BOX_HEAD.CONV_DIM"
+        normed.append(("MODEL.ROI_BOX_HEAD.NORM", m.ROI_BOX_HEAD.NORM, widths, source))
+    if m.MASK_ON and m.ROI_MASK_HEAD.NUM_CONV:
+        mask = m.ROI_MASK_HEAD
+        normed.append(
+            ("MODEL.ROI_MASK_HEAD.NORM", mask.NORM, [mask.CONV_DIM], "MODEL.ROI_MASK_HEAD.CONV_DIM")
+        )
+    for key, norm, widths, source in normed:
+        bad = [w for w in widths if w % GN_GROUPS_MIN]
+        if norm == "GN" and bad:
+            return key, (
+                f"is GN: width {bad[0]} ({source}) is not a multiple of {GN_GROUPS_MIN}"
+                " (GroupNorm uses 32 groups, or 8)"
+            )
     return None
 
 
@@ -296,6 +424,10 @@ def _prior_needs_cam_box_head(cfg: CfgNode) -> tuple[str, str] | None:
 
 CROSS_CHECKS: list[Callable[[CfgNode], "tuple[str, str] | None"]] = [
     _prior_needs_cam_box_head,
+    _box_head_convs,
+    _features_are_fpn_outputs,
+    _anchors_per_level,
+    _group_norm_widths,
     _range_sampling,
     _unique_strong_ids,
     _hparams_are_keys,

@@ -1,4 +1,5 @@
-"""Optimizer, warmup + multi-step LR schedule, and gradient clipping."""
+"""Optimizer, warmup + multi-step LR schedule, and gradient clipping. The SOLVER values are
+checked by ``opmask.config.checks`` when the config is loaded; these builders trust them."""
 
 from __future__ import annotations
 
@@ -23,9 +24,7 @@ def build_optimizer(cfg, model: nn.Module) -> torch.optim.Optimizer:
         groups.append({"params": norm_params, "weight_decay": s.WEIGHT_DECAY_NORM})
     if s.OPTIMIZER == "SGD":
         return torch.optim.SGD(groups, lr=s.BASE_LR, momentum=s.MOMENTUM, nesterov=s.NESTEROV)
-    if s.OPTIMIZER == "AdamW":
-        return torch.optim.AdamW(groups, lr=s.BASE_LR)
-    raise ValueError(f"SOLVER.OPTIMIZER must be SGD or AdamW, got {s.OPTIMIZER!r}")
+    return torch.optim.AdamW(groups, lr=s.BASE_LR)  # the other choice (config checks)
 
 
 def lr_factor(
@@ -48,9 +47,7 @@ def lr_factor(
 
 
 def build_lr_scheduler(cfg, optimizer) -> torch.optim.lr_scheduler.LambdaLR:
-    s = cfg.SOLVER
-    if s.WARMUP_METHOD not in ("linear", "constant"):
-        raise ValueError(f"SOLVER.WARMUP_METHOD must be linear or constant, got {s.WARMUP_METHOD}")
+    s = cfg.SOLVER  # WARMUP_METHOD is linear or constant (config checks)
     return torch.optim.lr_scheduler.LambdaLR(
         optimizer,
         lambda it: lr_factor(
@@ -70,9 +67,5 @@ def clip_gradients(cfg, params) -> None:
         return
     if c.CLIP_TYPE == "value":
         torch.nn.utils.clip_grad_value_(params, c.CLIP_VALUE)
-    elif c.CLIP_TYPE == "norm":
+    else:  # "norm", the other choice (config checks)
         torch.nn.utils.clip_grad_norm_(params, c.CLIP_VALUE, c.NORM_TYPE)
-    else:
-        raise ValueError(
-            f"SOLVER.CLIP_GRADIENTS.CLIP_TYPE must be value or norm, got {c.CLIP_TYPE}"
-        )

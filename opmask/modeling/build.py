@@ -1,4 +1,8 @@
-"""Config -> model. The only place in ``opmask.modeling`` that reads cfg."""
+"""Config -> model. The only place in ``opmask.modeling`` that reads cfg.
+
+The builders trust the checked config: every rule about a value (choices, head/NUM_CONV pairs,
+anchors per level, FPN levels, GroupNorm widths) is a row of ``opmask.config.checks``, applied by
+``load_config`` before any run folder exists (tests/config/test_builder_raises.py)."""
 
 from __future__ import annotations
 
@@ -17,16 +21,12 @@ from .rpn import RPN, StandardRPNHead
 from .sampling import RoISampler
 from .tv_adapter import BoxCoder
 
-ROI_HEADS_NAMES = ("StandardROIHeads", "FPNCamRoiHeads")
-
 
 def _strides(names: Sequence[str]) -> list[int]:
     return [2 ** int(n[1:]) for n in names]
 
 
 def _pooler(head_cfg, in_features) -> ROIPooler:
-    if head_cfg.POOLER_TYPE not in ("ROIAlignV2", "ROIAlign"):
-        raise ValueError(f"POOLER_TYPE must be ROIAlignV2 or ROIAlign, got {head_cfg.POOLER_TYPE}")
     return ROIPooler(
         output_size=head_cfg.POOLER_RESOLUTION,
         strides=_strides(in_features),
@@ -43,11 +43,9 @@ def build_rpn(cfg, channels: int) -> RPN:
         strides=_strides(r.IN_FEATURES),
         offset=a.OFFSET,
     )
-    num_anchors = set(anchors.num_anchors)
-    if len(num_anchors) != 1:
-        raise ValueError(f"ANCHOR_GENERATOR: every level needs as many anchors, got {num_anchors}")
+    (num_anchors,) = set(anchors.num_anchors)  # the same at every level (checks)
     return RPN(
-        head=StandardRPNHead(channels, num_anchors.pop()),
+        head=StandardRPNHead(channels, num_anchors),
         anchor_generator=anchors,
         iou_thresholds=r.IOU_THRESHOLDS,
         batch_size_per_image=r.BATCH_SIZE_PER_IMAGE,
@@ -69,13 +67,9 @@ def build_box_head(cfg, channels: int) -> nn.Module:
         return CAMBoxHead(
             in_channels=channels, num_conv=b.NUM_CONV, conv_dim=b.CONV_DIM, norm=b.NORM
         )
-    if b.NAME == "FastRCNNConvFCHead":
-        if b.NUM_CONV:
-            raise ValueError("FastRCNNConvFCHead: only NUM_CONV 0 is supported")
-        return FastRCNNConvFCHead(
-            in_channels=channels, resolution=b.POOLER_RESOLUTION, num_fc=b.NUM_FC, fc_dim=b.FC_DIM
-        )
-    raise ValueError(f"MODEL.ROI_BOX_HEAD.NAME {b.NAME!r}: use CAMBoxHead or FastRCNNConvFCHead")
+    return FastRCNNConvFCHead(  # NUM_CONV is 0 (checks)
+        in_channels=channels, resolution=b.POOLER_RESOLUTION, num_fc=b.NUM_FC, fc_dim=b.FC_DIM
+    )
 
 
 def build_mask_head(cfg, channels: int) -> nn.Module:
@@ -106,10 +100,6 @@ def build_model(cfg, strong_classes: Sequence[int] | None = None) -> OPMask:
         strong_classes: model labels (1..K) with mask supervision; default all classes.
     """
     m = cfg.MODEL
-    if m.ROI_HEADS.NAME not in ROI_HEADS_NAMES:
-        raise ValueError(f"MODEL.ROI_HEADS.NAME {m.ROI_HEADS.NAME!r}: use one of {ROI_HEADS_NAMES}")
-    if m.ROI_BOX_HEAD.CLS_AGNOSTIC_BBOX_REG:
-        raise ValueError("MODEL.ROI_BOX_HEAD.CLS_AGNOSTIC_BBOX_REG True is not supported")
     backbone = ResNetFPN(
         depth=m.RESNETS.DEPTH,
         norm=m.RESNETS.NORM,

@@ -44,7 +44,7 @@ def test_paper_values():
 def test_original_opmask_names_are_accepted(tmp_path):
     f = tmp_path / "orig.yaml"
     f.write_text(
-        'MODEL:\n  ROI_BOX_HEAD:\n    NAME: "CAMBoxHeadConv"\n'
+        'MODEL:\n  ROI_BOX_HEAD:\n    NAME: "CAMBoxHeadConv"\n    NUM_CONV: 4\n'
         '  ROI_MASK_HEAD:\n    NAME: "CamMaskHead"\n'
     )
     cfg = load_config(str(f))
