@@ -128,8 +128,14 @@ def check_datasets(cfg, *, eval_only: bool = False) -> None:
         SplitError: EXP.PS / EXP.STRONG_CATEGORY_IDS do not fit a dataset.
     """
     names = cfg.DATASETS.TRAIN if not eval_only else (cfg.DATASETS.TEST or cfg.DATASETS.TRAIN)[:1]
-    _, info = load_datasets(names, cache_dir=cfg.DATASETS.CACHE_DIR)
+    dicts, info = load_datasets(names, cache_dir=cfg.DATASETS.CACHE_DIR)
     check_num_classes(cfg, info)
+    if (
+        not eval_only
+        and cfg.DATALOADER.FILTER_EMPTY_ANNOTATIONS
+        and not len(_with_instances(dicts))
+    ):
+        raise DatasetError(_nothing_to_train(names, cfg.DATASETS.CACHE_DIR))
     strong_ids_from_cfg(cfg, info)
     for name in cfg.DATASETS.TEST:
         _, test = load_datasets([name], cache_dir=cfg.DATASETS.CACHE_DIR)
@@ -138,6 +144,29 @@ def check_datasets(cfg, *, eval_only: bool = False) -> None:
         if test.not_evaluable:
             raise DatasetError(f"test dataset {name!r}: {test.not_evaluable}")
         strong_ids_from_cfg(cfg, test)
+
+
+def _nothing_to_train(names, cache_dir: str) -> str:
+    """Why no training image keeps an instance (DATALOADER.FILTER_EMPTY_ANNOTATIONS would drop
+    them all), per dataset."""
+    reasons = []
+    for name in names:
+        dicts, info = load_datasets([name], cache_dir=cache_dir)
+        crowd = sum(a["iscrowd"] for d in dicts for a in d["annotations"])
+        polygons, boxes = (
+            info.dropped[k] for k in ("annotation without valid polygon", "degenerate box")
+        )
+        why = [f"no polygon has 3 points ({polygons} annotations dropped)"] if polygons else []
+        why += [f"{boxes} boxes have no area (dropped)"] if boxes else []
+        if crowd:
+            why.append(
+                f"the other {crowd} are crowd" if why else f"all {crowd} annotations are crowd"
+            )
+        reasons.append(f"dataset {name!r}: {', '.join(why) or 'no annotations'}")
+    return (
+        f"{'; '.join(reasons)}: no training image has an instance "
+        "(DATALOADER.FILTER_EMPTY_ANNOTATIONS drops images without one)"
+    )
 
 
 def build_train_loader(
