@@ -29,7 +29,8 @@ class DatasetMapper:
 
     Output: ``image`` (3, H, W) float32 0-255, ``height``/``width`` of the original image,
     ``image_id``; when training also ``instances``: ``boxes`` (N, 4) xyxy, ``labels`` (N,) in
-    1..K, ``masks``, ``has_mask`` (N,) bool. Crowd regions are not instances.
+    1..K, ``masks``, ``has_mask`` (N,) bool. Crowd regions are not instances. A dict with
+    ``pixels`` ((H, W, 3) uint8 in ``image_format`` order) is mapped from it, not read from disk.
 
     ``mask_format`` "polygon" (Detectron2's default): ``masks`` is an ``InstanceMasks`` holding
     polygons as polygons (rasterised per RoI when training) and RLE annotations as (H, W) bit
@@ -71,7 +72,7 @@ class DatasetMapper:
         return int(self.min_sizes[rng.integers(len(self.min_sizes))])
 
     def __call__(self, d: dict, rng: np.random.Generator | None = None) -> dict:
-        img = read_image(d["file_name"], self.image_format)
+        img = d["pixels"] if "pixels" in d else read_image(d["file_name"], self.image_format)
         h0, w0 = img.shape[:2]
         if (h0, w0) != (d["height"], d["width"]):
             raise DatasetError(

@@ -64,13 +64,23 @@ def predictions_to_coco(output: dict, image_id, category_id_of: Callable[[int], 
 
 
 @torch.no_grad()
-def run_inference(model, loader, category_id_of: Callable[[int], int]) -> list[dict]:
-    """COCO results of every rank's shard, in rank order, on the main process; [] elsewhere."""
+def infer(model, batch: list[dict]) -> list[dict]:
+    """The model's outputs on one batch of ``DatasetMapper`` test inputs, run in eval mode
+    without gradients (the caller's mode is restored): what evaluation turns into COCO results,
+    and what ``opmask.tools.predict`` shows."""
     was_training = model.training
     model.eval()
+    try:
+        return model(batch)
+    finally:
+        model.train(was_training)
+
+
+def run_inference(model, loader, category_id_of: Callable[[int], int]) -> list[dict]:
+    """COCO results of every rank's shard, in rank order, on the main process; [] elsewhere."""
     results, start = [], time.perf_counter()
     for i, batch in enumerate(loader):
-        for x, out in zip(batch, model(batch)):
+        for x, out in zip(batch, infer(model, batch)):
             results += predictions_to_coco(out, x["image_id"], category_id_of)
         if (i + 1) % 50 == 0:
             logger.info(
@@ -79,7 +89,6 @@ def run_inference(model, loader, category_id_of: Callable[[int], int]) -> list[d
                 len(loader),
                 (time.perf_counter() - start) / (i + 1),
             )
-    model.train(was_training)
     return [r for part in comm.gather_objects(results) for r in part]
 
 

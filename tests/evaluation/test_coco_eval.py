@@ -129,3 +129,31 @@ def test_box_only_predictions_evaluate_bbox_only_and_stay_json_clean(datasets_ro
     res = evaluate_results(gt_json, preds, [1])
     assert set(res) == {"bbox", "per_class"} and res["bbox"]["AP"] > 0
     assert json.dumps(preds) == before
+
+
+def test_infer_runs_in_eval_mode_and_restores_the_callers_mode(datasets_root):
+    """``infer``, what evaluation and ``opmask-predict`` both run on a batch: eval-mode outputs
+    without gradients (the same as calling the model in eval mode), the model left as it was."""
+    import torch
+    from PIL import Image
+
+    from opmask.config import load_config
+    from opmask.data.mapper import DatasetMapper
+    from opmask.evaluation.coco_eval import infer
+    from opmask.modeling import build_model
+
+    from ..conftest import SHAPES_OPMASK, TINY
+
+    cfg = load_config(SHAPES_OPMASK, [*TINY, "MODEL.DEVICE", "cpu"])
+    torch.manual_seed(0)
+    model = build_model(cfg).train()
+    mapper = DatasetMapper(is_train=False, min_sizes=[96], max_size=160, image_format="RGB")
+    image = f"{datasets_root}/shapes/val/images/000001.png"
+    with Image.open(image) as im:
+        w, h = im.size
+    batch = [mapper({"file_name": image, "height": h, "width": w, "image_id": 1})]
+    (out,) = infer(model, batch)
+    assert model.training and not out["scores"].requires_grad and len(out["boxes"]) > 0
+    with torch.no_grad():
+        (ref,) = model.eval()(batch)
+    assert all(torch.equal(out[k], ref[k]) for k in ("boxes", "scores", "labels", "masks"))
