@@ -10,7 +10,7 @@ import pathlib
 import pytest
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
-LAYERS = ["utils", "config", "data", "modeling", "evaluation", "engine", "cli"]
+LAYERS = ["utils", "config", "data", "modeling", "evaluation", "engine", "tools", "cli"]
 
 
 def _imported_modules(path: pathlib.Path, package: str) -> list[tuple[int, str]]:
