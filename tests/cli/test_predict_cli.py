@@ -229,3 +229,16 @@ def test_max_size_shrinks_the_panels_not_the_results(tiny, shapes_env, tmp_path)
     assert small.size[1] == round(h * s) + 16  # the panel, then the legend's line
     full, shrunk = ((tmp_path / k / RESULTS).read_text() for k in ("full", "small"))
     assert full == shrunk
+
+
+def test_batches_of_several_images_write_every_image(tiny, shapes_env, tmp_path):
+    """--batch-size 4 pads images of two shapes into one batch (scores may move in the last
+    digits, so only the files and image ids are compared with batches of one)."""
+    run, *_, dicts, _ = tiny
+    args = [str(run), "--input", "shapes_val", "--confidence-threshold", "0"]
+    assert main([*args, "--output", str(tmp_path / "b4"), "--batch-size", "4"]) == 0
+    assert main([*args, "--output", str(tmp_path / "b1")]) == 0
+    assert sorted(os.listdir(tmp_path / "b4")) == sorted(os.listdir(tmp_path / "b1"))
+    runs = [json.loads((tmp_path / k / RESULTS).read_text()) for k in ("b1", "b4")]
+    ids = [{r["image_id"] for r in results} for results in runs]
+    assert ids[0] == ids[1] == {d["image_id"] for d in dicts}

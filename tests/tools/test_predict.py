@@ -203,3 +203,40 @@ def test_progress_lines_every_n_images_or_seconds():
     assert [line.split(" ")[1] for line in lines] == ["2/10", "4/10", "8/10", "10/10"]
     assert lines[0] == "opmask-predict: 2/10 images, 3.50 s/image, ETA 0m28s"
     assert lines[-1].endswith("ETA 0m00s")
+
+
+def test_inputs_expand_folders_globs_annotation_files_and_dataset_names(shapes_env, tmp_path):
+    from opmask.tools.predict import PredictError
+    from opmask.tools.predict_files import expand_inputs, overlay_names
+
+    val = f"{shapes_env}/shapes/val"
+    folder = tmp_path / "imgs"
+    folder.mkdir()
+    for name in ("b.PNG", "a.jpg", "notes.txt"):
+        (folder / name).write_bytes(b"x")
+    (folder / "sub").mkdir()
+    (tmp_path / "a.png").write_bytes(b"x")
+    items = expand_inputs([str(folder), str(tmp_path / "*.png"), str(folder / "a.jpg")])
+    assert [i.path for i in items] == [
+        str(folder / "a.jpg"),
+        str(folder / "b.PNG"),
+        str(tmp_path / "a.png"),
+    ]  # image files of the folder, sorted; the glob; a path given twice counts once
+    overlay_names(items)
+    assert [i.name for i in items] == ["a.png", "b.png", "a_2.png"]
+    for spec in ("shapes_val", f"{val}/annotations.json:{val}/images"):
+        items = expand_inputs([spec])
+        assert [i.image_id for i in items] == [1, 2, 3, 4, 5, 6]
+        assert items[0].path == f"{val}/images/000001.png"
+    bare = expand_inputs([f"{val}/annotations.json"])  # names relative to the file's folder
+    assert bare[0].path == f"{val}/000001.png"
+    for spec, words in (
+        (str(tmp_path / "nope.png"), "no such file or folder"),
+        (str(tmp_path / "*.gif"), "matches no file"),
+        (str(folder / "notes.txt") + ".json:x", "cannot read it"),
+    ):
+        with pytest.raises(PredictError, match=words):
+            expand_inputs([spec])
+    (tmp_path / "bad.json").write_text('{"images": [{"id": 1}]}')
+    with pytest.raises(PredictError, match="not a COCO annotation file"):
+        expand_inputs([str(tmp_path / "bad.json")])
