@@ -16,8 +16,9 @@ def main(argv: list[str] | None = None) -> int:
         prog="opmask-diagnose",
         description=__doc__.split(": ", 1)[1],
         epilog="writes inference/{dataset}/gt_box_diagnostics.json in the run folder; "
-        "exit codes: 0 written, 1 bad input (not a run folder, no valid checkpoint), "
-        "4 internal error (a bug).",
+        "exit codes: 0 written, 1 bad input (not a run folder, no DATASETS.TEST, no valid "
+        "checkpoint, a checkpoint that does not match the run's config.yaml), 2 bad command "
+        "line, 4 internal error (a bug).",
     )
     p.add_argument("run_dir", help="a run folder of opmask-train (config.yaml + models/)")
     args = p.parse_args(argv)

@@ -16,8 +16,11 @@ examples:
 
 OPMask runs are written in the official OPMask code's names (roi_heads.box_head.cls_score ...),
 baseline runs in Detectron2's StandardROIHeads names; background moves to the last class.
-exit codes: 0 written; 1 bad input (not a run folder, no valid checkpoint, unwritable output);
-4 internal error (a bug: traceback on stderr).
+Nothing is written over an existing file without --overwrite, and never into a run folder's own
+files (models/, config.yaml, metrics.json, logs, inference/ ...), also through a symlink or "..".
+exit codes: 0 written; 1 bad input (not a run folder, no valid checkpoint, a checkpoint that does
+not match the run's config.yaml, an output path that is refused or unwritable); 2 bad command
+line; 4 internal error (a bug: traceback on stderr).
 """
 
 
@@ -36,12 +39,13 @@ def main(argv: list[str] | None = None) -> int:
         help="file to write (.pkl: numpy pickle; else .pth); "
         "default RUN/export/{checkpoint}_detectron2.pth",
     )
+    p.add_argument("--overwrite", action="store_true", help="replace an existing output file")
     args = p.parse_args(argv)
     return run_command("opmask-export", _export, args)
 
 
 def _export(args: argparse.Namespace) -> int:
-    res = export_run(args.run_dir, args.output, args.format)
+    res = export_run(args.run_dir, args.output, args.format, overwrite=args.overwrite)
     print(f"{res['checkpoint']} -> {res['output']} ({res['keys']} tensors)")
     if res["left_out"]:
         print(f"left out (no Detectron2 name): {', '.join(res['left_out'])}")

@@ -45,6 +45,43 @@ class CheckpointError(OPMaskInputError, RuntimeError):
     """No usable checkpoint, or an incompatible one."""
 
 
+class CheckpointMismatchError(CheckpointError):
+    """A checkpoint's tensors do not fit the model its config builds (the config was changed)."""
+
+
+def load_model_state(model: torch.nn.Module, state: dict, path: str) -> None:
+    """Load a run's checkpoint ``state`` (its ``"model"`` dict) into a freshly built ``model``,
+    strictly: every key present on both sides, every shape equal.
+
+    Raises:
+        CheckpointMismatchError: one line naming the first mismatched keys and their shapes,
+            e.g. "checkpoint RUN/models/model_final.pth does not match the config:
+            mask_head.layers.0.0.weight (32, 256, 3, 3) in the checkpoint vs (16, 256, 3, 3) in
+            the model; 12 more".
+    """
+    own = model.state_dict()
+    problems = []
+    for key, value in own.items():
+        if key not in state:
+            problems.append(f"{key} {tuple(value.shape)} in the model, not in the checkpoint")
+        elif not isinstance(state[key], torch.Tensor):
+            problems.append(
+                f"{key} is a {type(state[key]).__name__} in the checkpoint, not a tensor"
+            )
+        elif tuple(state[key].shape) != tuple(value.shape):
+            problems.append(
+                f"{key} {tuple(state[key].shape)} in the checkpoint vs {tuple(value.shape)} "
+                "in the model"
+            )
+    problems += [f"{k} in the checkpoint, not in the model" for k in state if k not in own]
+    if problems:
+        more = f"; {len(problems) - 2} more" if len(problems) > 2 else ""
+        raise CheckpointMismatchError(
+            f"checkpoint {path} does not match the config: {'; '.join(problems[:2])}{more}"
+        )
+    model.load_state_dict(state)
+
+
 def capture_rng() -> dict:
     """Python, numpy, torch CPU and CUDA generator states, in weights-only-loadable types."""
     kind, keys, pos, has_gauss, gauss = np.random.get_state()

@@ -7,25 +7,39 @@ import os
 
 from ..config import load_config
 from ..data.build import load_datasets, strong_ids_from_cfg
+from ..data.coco import DatasetError
 from ..data.mapper import DatasetMapper
 from ..evaluation.gt_boxes import gt_box_diagnostics
 from ..modeling import build_model
 from ..utils.fs import atomic_write_bytes
-from .checkpoint import CheckpointError
+from .checkpoint import CheckpointError, load_model_state
+from .run_dir import RunFolderError
 from .run_folder import RunFolder
 
 
 def diagnose_run(run_dir: str) -> tuple[dict[str, float], str]:
     """Diagnostics of the newest valid checkpoint of ``run_dir`` on its first test dataset,
-    written to ``inference/{dataset}/gt_box_diagnostics.json``; returns (results, that path)."""
+    written to ``inference/{dataset}/gt_box_diagnostics.json``; returns (results, that path).
+
+    Raises:
+        RunFolderError: not a run folder. DatasetError: the run has no test set (or a bad one).
+        CheckpointError: no valid checkpoint, or one that does not match the run's config.yaml.
+    """
     run = RunFolder(run_dir)
+    if not run.is_run():
+        raise RunFolderError(f"{run_dir}: no {run.CONFIG} (not a run folder of opmask-train)")
     cfg = load_config(run.config)
+    if not cfg.DATASETS.TEST:
+        raise DatasetError(
+            f"{run.config}: DATASETS.TEST is empty (the diagnostic runs on the run's first "
+            "test set)"
+        )
     dicts, info = load_datasets(cfg.DATASETS.TEST[:1])
     found = run.latest_checkpoint()
     if found is None:
         raise CheckpointError(f"{run_dir}/models: no valid checkpoint")
     model = build_model(cfg)
-    model.load_state_dict(found[1]["model"])
+    load_model_state(model, found[1]["model"], found[0])
     mapper = DatasetMapper(
         is_train=True,
         min_sizes=[cfg.INPUT.MIN_SIZE_TEST],

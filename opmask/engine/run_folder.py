@@ -216,6 +216,38 @@ class RunFolder:
         )
 
 
+# What a run folder's processes write (every entry of the layout above but export/, which is
+# opmask-export's): no command writes over these or into these folders from outside their owner.
+OWNED = (
+    RunFolder.CONFIG,
+    RunFolder.LOCK,
+    RunFolder.METRICS,
+    RunFolder.TENSORBOARD,
+    RunFolder.MODELS,
+    RunFolder.INFERENCE,
+    RunFolder.ATTEMPTS,
+    RunFolder.SUBMISSION,
+    RunFolder.SLURM,
+)
+
+
+def owning_run(path: str | os.PathLike) -> str | None:
+    """The run folder that owns ``path`` (one of its :data:`OWNED` files, a log, or anything
+    inside ``models/``, ``inference/`` ...), following symlinks and ``..``; None when no run
+    folder owns it. A run folder is a folder holding ``config.yaml`` or ``models/``."""
+    real = os.path.realpath(path)
+    parts = real.split(os.sep)
+    for i in range(len(parts) - 1, 0, -1):
+        folder, head = os.sep.join(parts[:i]) or os.sep, parts[i]
+        owned = head in OWNED or head == RunFolder.LOG or head.startswith(RunFolder.LOG + ".rank")
+        if owned and (
+            os.path.isfile(os.path.join(folder, RunFolder.CONFIG))
+            or os.path.isdir(os.path.join(folder, RunFolder.MODELS))
+        ):
+            return folder
+    return None
+
+
 def _read_jsonl(path: str) -> list[dict]:
     """The JSON objects of a one-object-per-line file; lines that do not parse are skipped."""
     if not os.path.isfile(path):

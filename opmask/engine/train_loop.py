@@ -153,8 +153,10 @@ def evaluate_only(cfg, run_dir: str) -> dict:
     model = build_model(cfg)
     found = RunFolder(run_dir).latest_checkpoint()
     if found is not None:
+        from .checkpoint import load_model_state  # one loader for a run's checkpoints
+
         path, state = found
-        model.load_state_dict(state["model"])
+        load_model_state(model, state["model"], path)  # a changed config: one line, exit 1
         logger.info("Evaluating %s (iteration %d)", path, state["iteration"])
     elif cfg.MODEL.WEIGHTS:
         load_weights(model, cfg.MODEL.WEIGHTS)
