@@ -25,7 +25,10 @@ import torch
 
 from ..engine import speed
 from ..engine.exit_codes import run_command
+from .flags import count
 from .parser import OneLineParser
+
+MIN_SIDE = 32  # an image side of at least the backbone's stride (as the config's image sizes)
 
 
 def _machine(device: torch.device) -> str:
@@ -108,16 +111,39 @@ def flops(args, device: torch.device) -> None:
         print(name + ": " + ", ".join(f"{k} {v / 1e9:.2f}" for k, v in macs.items()))
 
 
+def device(text: str) -> torch.device:
+    """An argparse type: ``cpu``, ``cuda`` or ``cuda:N``, usable on this machine."""
+    try:
+        dev = torch.device(text)
+    except (RuntimeError, ValueError):
+        dev = None
+    if dev is None or dev.type not in ("cpu", "cuda"):
+        raise argparse.ArgumentTypeError(f"expects cpu, cuda or cuda:N, got {text!r}")
+    if dev.type == "cuda":
+        found = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if found == 0:
+            raise argparse.ArgumentTypeError(f"{text}: no CUDA device is available (use cpu)")
+        if dev.index is not None and dev.index >= found:
+            raise argparse.ArgumentTypeError(f"{text}: this machine has {found} CUDA device(s)")
+    return dev
+
+
 def _data_arguments(p) -> None:
     g = p.add_argument_group("--data")
     g.add_argument("--dataset", default="", help="ANNOTATIONS.json:IMAGE_DIR or a builtin name")
-    g.add_argument("--images", type=int, default=2000, help="coco-like fixture size (no --dataset)")
-    g.add_argument("--workers", type=int, default=2, help="loader workers")
-    g.add_argument("--data-batches", type=int, default=500, help="K: batches read (2 images each)")
-    g.add_argument("--dets", type=int, default=100, help="--eval-backends: detections per image")
+    g.add_argument(
+        "--images", type=count(1), default=2000, help="coco-like fixture size (no --dataset)"
+    )
+    g.add_argument("--workers", type=count(0), default=2, help="loader workers")
+    g.add_argument(
+        "--data-batches", type=count(1), default=500, help="K: batches read (2 images each)"
+    )
+    g.add_argument(
+        "--dets", type=count(1), default=100, help="--eval-backends: detections per image"
+    )
     g.add_argument(
         "--ranks",
-        type=int,
+        type=count(0),
         default=0,
         help="also N simulated ranks (processes that load the index and read 100 batches, "
         "alive at once) against 1 (0: skip)",
@@ -148,6 +174,8 @@ def data_table(args) -> int:
     from ..data.cocolike import write_coco_like
     from ..engine import databench
 
+    if args.dataset:
+        check_dataset_spec(args.dataset)
     with tempfile.TemporaryDirectory(prefix="opmask-bench-") as tmp:
         spec = args.dataset
         if not spec:
@@ -174,13 +202,38 @@ def data_table(args) -> int:
     return 0
 
 
+def check_dataset_spec(spec: str) -> None:
+    """Refuse a ``--dataset`` whose annotation file or image folder is missing (before the
+    benchmark's processes start).
+
+    Raises:
+        DatasetError: an unknown name, a missing annotation file or image folder.
+    """
+    from ..data.catalog import resolve
+    from ..data.coco import DatasetError
+
+    json_file, image_root, _ = resolve(spec)
+    if not os.path.isfile(json_file):
+        raise DatasetError(f"--dataset {spec}: annotation file not found: {json_file}")
+    if not os.path.isdir(image_root):
+        raise DatasetError(f"--dataset {spec}: image folder not found: {image_root}")
+
+
 def main(argv: list[str] | None = None) -> int:
     p = OneLineParser(
         prog="opmask-bench",
         description=__doc__.replace("``", ""),
+        epilog="exit codes: 0 printed; 1 bad input (a --dataset that is unknown or missing); "
+        "2 bad command line (an unusable --device, a count below its minimum, an unknown "
+        "precision); 4 internal error (a bug: traceback on stderr).",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    p.add_argument(
+        "--device",
+        type=device,
+        default="cuda" if torch.cuda.is_available() else "cpu",
+        help="cpu, cuda or cuda:N (default cuda when available)",
+    )
     mode = p.add_mutually_exclusive_group()
     mode.add_argument("--matrix", action="store_true", help="precision x memory-format table")
     mode.add_argument("--flops", action="store_true", help="forward MACs per stage (fvcore)")
@@ -191,12 +244,13 @@ def main(argv: list[str] | None = None) -> int:
         "--eval-backends", action="store_true", help="COCOeval time: pycocotools vs faster"
     )
     _data_arguments(p)
-    p.add_argument("--size", type=int, default=320, help="default table: square image side")
-    p.add_argument("--height", type=int, default=800, help="--matrix/--flops: image height")
-    p.add_argument("--width", type=int, default=1333, help="--matrix/--flops: image width")
-    p.add_argument("--batch", type=int, default=2, help="images per step")
-    p.add_argument("--steps", type=int, default=5, help="timed steps (median reported)")
-    p.add_argument("--warmup", type=int, default=3, help="--matrix: untimed steps first")
+    side = count(MIN_SIDE)
+    p.add_argument("--size", type=side, default=320, help="default table: square image side")
+    p.add_argument("--height", type=side, default=800, help="--matrix/--flops: image height")
+    p.add_argument("--width", type=side, default=1333, help="--matrix/--flops: image width")
+    p.add_argument("--batch", type=count(1), default=2, help="images per step")
+    p.add_argument("--steps", type=count(1), default=5, help="timed steps (median reported)")
+    p.add_argument("--warmup", type=count(0), default=3, help="--matrix: untimed steps first")
     p.add_argument(
         "--precisions", default="fp32,tf32,fp16,bf16", help="--matrix: comma-separated subset"
     )
@@ -204,13 +258,17 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--no-channels-last", action="store_true", help="--matrix: NCHW rows only")
     p.add_argument(
         "--roi-batch",
-        type=int,
+        type=count(0),
         default=0,
         help="--matrix: RoIs sampled per image in our models (default: the config's 512)",
     )
-    p.add_argument("--box-rois", type=int, default=512, help="--flops: box-head RoIs per image")
-    p.add_argument("--mask-rois", type=int, default=128, help="--flops: mask-head RoIs per image")
-    p.add_argument("--eval-images", type=int, default=50, help="default table: (c) and (d)")
+    p.add_argument(
+        "--box-rois", type=count(1), default=512, help="--flops: box-head RoIs per image"
+    )
+    p.add_argument(
+        "--mask-rois", type=count(1), default=128, help="--flops: mask-head RoIs per image"
+    )
+    p.add_argument("--eval-images", type=count(1), default=50, help="default table: (c) and (d)")
     args = p.parse_args(argv)
     return run_command("opmask-bench", _bench, p, args)
 
@@ -221,9 +279,7 @@ def _bench(p: argparse.ArgumentParser, args: argparse.Namespace) -> int:
     bad = set(args.precisions.split(",")) - set(speed.DTYPES)
     if bad:
         p.error(f"--precisions: unknown {sorted(bad)}; choose from {sorted(speed.DTYPES)}")
-    device = torch.device(args.device)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        p.error("--device cuda: no CUDA device is available")
+    device = args.device
     {True: matrix}.get(args.matrix, flops if args.flops else default_table)(args, device)
     return 0
 

@@ -1,6 +1,10 @@
-"""opmask-bench --data end to end: one table, three paths, each in its own process."""
+"""opmask-bench --data end to end: one table, three paths, each in its own process; a bad
+command line is one line and exit 2, a missing dataset one line and exit 1."""
 
 from __future__ import annotations
+
+import pytest
+import torch
 
 from opmask.cli.bench import main
 
@@ -18,3 +22,53 @@ def test_data_table_compares_index_allocator_and_json_paths(capsys):
     assert all("workers' growth from batch 1 to 3" in line for line in table[7:10])
     assert table[10].startswith("-0: workers with DATALOADER.WORKER_MMAP_THRESHOLD 0")
     assert table[11:] == []  # --ranks 0: no simulated ranks
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["--device", "bogus"], "argument --device: expects cpu, cuda or cuda:N, got 'bogus'"),
+        (["--device", "meta"], "argument --device: expects cpu, cuda or cuda:N, got 'meta'"),
+        (["--steps", "0"], "argument --steps: must be >= 1, got 0"),
+        (["--batch", "0"], "argument --batch: must be >= 1, got 0"),
+        (["--data", "--workers", "-1"], "argument --workers: must be >= 0, got -1"),
+        (["--size", "8"], "argument --size: must be >= 32, got 8"),
+        (["--flops", "--box-rois", "x"], "argument --box-rois: expects an integer, got 'x'"),
+    ],
+)
+def test_bad_command_lines_are_one_line_exit_2(argv, message, capsys):
+    with pytest.raises(SystemExit) as stop:
+        main(argv)
+    assert stop.value.code == 2
+    assert capsys.readouterr().err == f"opmask-bench: error: {message} (see opmask-bench --help)\n"
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without CUDA")
+def test_cuda_without_a_gpu_is_refused(capsys):
+    with pytest.raises(SystemExit) as stop:
+        main(["--device", "cuda"])
+    assert stop.value.code == 2
+    err = capsys.readouterr().err
+    assert err.startswith("opmask-bench: error: argument --device: cuda: no CUDA device")
+
+
+def test_a_missing_dataset_is_one_line_exit_1(tmp_path, capsys):
+    spec = f"{tmp_path}/none.json:{tmp_path}/images"
+    assert main(["--data", "--dataset", spec]) == 1
+    err = capsys.readouterr().err
+    assert err == f"opmask-bench: error: --dataset {spec}: annotation file not found: " + (
+        f"{tmp_path}/none.json\n"
+    )
+    (tmp_path / "none.json").write_text("{}")
+    assert main(["--data", "--dataset", spec]) == 1
+    err = capsys.readouterr().err
+    assert (
+        err == f"opmask-bench: error: --dataset {spec}: image folder not found: {tmp_path}/images\n"
+    )
+    assert main(["--data", "--dataset", "no_such_set"]) == 1
+    err = capsys.readouterr().err
+    assert (
+        err.startswith("opmask-bench: error: unknown dataset 'no_such_set'")
+        and err.count("\n") == 1
+    )
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["none.json"]  # nothing written
