@@ -24,6 +24,8 @@ examples:
   opmask-train --config-file ... --num-gpus 8                 # 8 local ranks (NCCL; gloo on CPU)
   torchrun --nproc-per-node 4 -m opmask.cli.train --config-file ...   # env:// initialisation
 
+Flags go before the KEY VALUE overrides (a flag after them is refused: exit 2).
+
 exit codes: 0 done; 1 bad input (config, dataset, weights, output folder); 2 bad command line;
 3 non-finite loss; 4 internal error (a bug: traceback on stderr); 75 stopped after a requested
 checkpoint (SIGUSR1 / preemption): rerun with --resume.
