@@ -18,6 +18,9 @@ from submitit.core.utils import FailedJobError
 from opmask.utils.errors import OPMaskInputError
 from opmask.utils.resources import profile_names, profile_path
 
+# The environment variable naming the cluster profile used when --profile is not given.
+PROFILE_ENV = "OPMASK_PROFILE"
+
 # Every job: append to its logs across requeues, and let SLURM requeue it.
 _SBATCH_EXTRA = {"open-mode": "append", "requeue": True}
 
@@ -54,8 +57,10 @@ def add_resource_flags(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("SLURM resources (defaults from --profile)")
     g.add_argument(
         "--profile",
-        default="local",
-        help="cluster profile: a name under slurm/profiles or a YAML path (default local)",
+        default=None,
+        help="cluster profile: a shipped profile's name ("
+        + ", ".join(profile_names())
+        + f") or a YAML path (default: ${PROFILE_ENV})",
     )
     for f in fields(Resources):
         flag = "--time" if f.name == "time_min" else "--" + f.name.replace("_", "-")
@@ -141,9 +146,31 @@ def check_resource(key: str, value, where: str) -> None:
         raise LaunchError(f"{where} must be >= {_MINIMUM.get(key, 0)}, got {value}")
 
 
+def chosen_profile(args: argparse.Namespace) -> str | None:
+    """The profile to use: ``--profile``, else ``$OPMASK_PROFILE``; None (the ``Resources``
+    defaults) only with ``--local``, which targets no cluster.
+
+    Raises:
+        LaunchError: neither names one and the job goes to a cluster (no silent default: the
+            throw-away test cluster's ``local`` is used only when asked for).
+    """
+    name = getattr(args, "profile", None) or os.environ.get(PROFILE_ENV) or None
+    if name is None and not getattr(args, "local", False):
+        known = ", ".join(profile_names()) or "none shipped"
+        raise LaunchError(
+            f"no cluster profile chosen: pass --profile NAME or set {PROFILE_ENV} "
+            f"(profiles: {known}; or a YAML path)"
+        )
+    return name
+
+
 def resolve_resources(args: argparse.Namespace, base: Resources | None = None) -> Resources:
-    """``base`` (else ``--profile``'s values), then the flags given on the command line."""
-    res = base or Resources(**load_profile(args.profile))
+    """``base`` (else the profile's values, :func:`chosen_profile`), then the flags given on the
+    command line."""
+    if base is None:
+        name = chosen_profile(args)
+        base = Resources(**load_profile(name)) if name else Resources()
+    res = base
     for f in fields(Resources):
         value = getattr(args, f.name, None)
         if value is not None:
@@ -156,15 +183,43 @@ def _flag(name: str) -> str:
     return "--" + name.replace("_", "-")
 
 
+def slurm_here() -> bool:
+    """True when this machine has SLURM's client commands (``sinfo``) on its PATH."""
+    return shutil.which("sinfo") is not None
+
+
+class NoCluster(LaunchError):
+    """No SLURM cluster answers here: ``sinfo`` is missing or fails (``reason`` says which)."""
+
+    def __init__(self, message: str, reason: str):
+        super().__init__(message)
+        self.reason = reason
+
+
+def not_checked_note(res: Resources, reason: str) -> str:
+    """The one line a dry run prints when it cannot ask SLURM about ``res``'s partition here
+    (what :func:`check_partition` checks where a cluster answers); ``reason``: a
+    :class:`NoCluster`'s."""
+    what = f"partition {res.partition!r}" if res.partition else "the cluster's default partition"
+    return f"not checked here: {what} ({reason})"
+
+
 def check_partition(partition: str) -> None:
-    """Refuse a missing cluster or a partition SLURM does not know, before anything is written."""
+    """Refuse a missing cluster (:class:`NoCluster`) or a partition SLURM does not know, before
+    anything is written."""
     asked = f" for partition {partition!r}" if partition else ""
-    if shutil.which("sinfo") is None:
-        raise LaunchError(f"no SLURM cluster here{asked} (sinfo not found); use --local")
+    if not slurm_here():
+        raise NoCluster(
+            f"no SLURM cluster here{asked} (sinfo not found); use --local",
+            "no SLURM on this machine: sinfo not found",
+        )
     out = subprocess.run(["sinfo", "-h", "-o", "%R"], capture_output=True, text=True)
     if out.returncode != 0:
         why = " ".join((out.stderr.strip().splitlines() or ["sinfo failed"])[-1].split())
-        raise LaunchError(f"cannot reach the SLURM cluster{asked} ({why}); use --local")
+        raise NoCluster(
+            f"cannot reach the SLURM cluster{asked} ({why}); use --local",
+            f"cannot reach a SLURM cluster from here: {why}",
+        )
     known = sorted(set(out.stdout.split()))
     if partition and partition not in known:
         raise LaunchError(

@@ -59,11 +59,23 @@ def _meaning(code: int) -> str:
 
 
 class TrainJob:
-    """The callable submitted with submitit; picklable, and checkpointable for requeues."""
+    """The callable submitted with submitit; picklable, and checkpointable for requeues.
+    ``eval_only``: evaluate the run's newest checkpoint (``opmask-train --eval-only``) instead of
+    training; such a job records no attempt in ``RUN/attempts.jsonl`` (those are training's)."""
 
-    def __init__(self, cfg_yaml: str, run_dir: str, device: str, dist_timeout_min: float = 30.0):
+    eval_only = False  # a class default, so jobs pickled before the attribute existed load
+
+    def __init__(
+        self,
+        cfg_yaml: str,
+        run_dir: str,
+        device: str,
+        dist_timeout_min: float = 30.0,
+        *,
+        eval_only: bool = False,
+    ):
         self.cfg_yaml, self.run_dir, self.device = cfg_yaml, run_dir, device
-        self.dist_timeout_min = dist_timeout_min
+        self.dist_timeout_min, self.eval_only = dist_timeout_min, eval_only
 
     def __call__(self) -> dict:
         env = submitit.JobEnvironment()
@@ -77,10 +89,11 @@ class TrainJob:
         try:  # rank 0 holds the run folder's lock (the submitter may still be letting it go)
             lock = RunLock(self.run_dir).acquire(wait_s=60) if main else None
         except RunFolderError as e:
-            run.record_attempt(outcome="application_error", error=str(e))
+            if not self.eval_only:
+                run.record_attempt(outcome="application_error", error=str(e))
             raise ApplicationError(str(e)) from None
         try:
-            return self._train(run, deferred, main)
+            return self._train(run, deferred, main and not self.eval_only)  # main: records
         finally:
             if lock is not None:
                 lock.release()
@@ -90,7 +103,7 @@ class TrainJob:
 
         code = launch(
             rank_main,
-            (self.cfg_yaml, self.run_dir, True, False),
+            (self.cfg_yaml, self.run_dir, not self.eval_only, self.eval_only),
             device=self.device,
             timeout_min=self.dist_timeout_min,
         )

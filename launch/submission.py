@@ -9,12 +9,14 @@ seed drawn) and ``run_dir``; sweeps keep more keys in it (their manifest's point
 from __future__ import annotations
 
 import argparse
+import os
 from dataclasses import dataclass
 
 from fvcore.common.config import CfgNode
 
 from opmask.data.build import check_datasets
-from opmask.engine.run_dir import RunLock, claim
+from opmask.engine.run_dir import RunFolderError, RunLock, claim
+from opmask.engine.run_folder import RunFolder
 from opmask.modeling.weights import check_weights_file
 
 from .executor import LaunchError, Resources, check_partition, make_executor, submit_all
@@ -31,6 +33,8 @@ class Request:
         name: the SLURM job name.
         local: submitit's local executor instead of SLURM (one point only).
         dist_timeout_min: collective timeout of the training processes, minutes.
+        eval_only: the job evaluates the run folder's newest checkpoint instead of training
+            (``opmask-train --eval-only``); the folder must hold one (:func:`check_evaluable`).
     """
 
     res: Resources
@@ -38,6 +42,7 @@ class Request:
     name: str
     local: bool = False
     dist_timeout_min: float = 30.0
+    eval_only: bool = False
 
 
 class Record:
@@ -65,15 +70,16 @@ def add_data_check_flag(p: argparse.ArgumentParser) -> None:
     )
 
 
-def check_data(cfg: CfgNode, checked: set | None = None) -> None:
+def check_data(cfg: CfgNode, checked: set | None = None, *, eval_only: bool = False) -> None:
     """The datasets and MODEL.WEIGHTS the job will read, checked on this host as opmask-train
-    checks them, before anything is written or submitted; ``checked`` skips repeats (sweeps)."""
-    key = (tuple(cfg.DATASETS.TRAIN), tuple(cfg.DATASETS.TEST), cfg.MODEL.WEIGHTS)
+    (``--eval-only``) checks them, before anything is written or submitted; ``checked`` skips
+    repeats (sweeps)."""
+    key = (tuple(cfg.DATASETS.TRAIN), tuple(cfg.DATASETS.TEST), cfg.MODEL.WEIGHTS, eval_only)
     if checked is not None and key in checked:
         return
     if cfg.MODEL.WEIGHTS:
         check_weights_file(cfg.MODEL.WEIGHTS)
-    check_datasets(cfg)
+    check_datasets(cfg, eval_only=eval_only)
     if checked is not None:
         checked.add(key)
 
@@ -88,25 +94,41 @@ def check_world(cfg: CfgNode, res: Resources) -> None:
         )
 
 
+def check_evaluable(run_dir: str) -> None:
+    """Refuse an evaluation job for a run folder that does not exist or holds no checkpoint
+    file (the job itself verifies the newest one, as ``opmask-train --eval-only`` does)."""
+    if not os.path.isdir(run_dir):
+        raise RunFolderError(
+            f"--eval-only: no run folder {run_dir} to evaluate (check --exp-id / --output-dir)"
+        )
+    if not RunFolder(run_dir).checkpointer().candidates():
+        raise RunFolderError(f"--eval-only: no checkpoint in {run_dir}/models to evaluate")
+
+
 def check_points(points: list[dict], request: Request, *, data_check: bool) -> None:
-    """Every point's world size and (when ``data_check``) data, each data set once; then the
-    cluster and partition unless ``request.local``. Writes nothing."""
+    """Every point's world size (training only), evaluable run folder (``request.eval_only``)
+    and (when ``data_check``) data, each data set once; then the cluster and partition unless
+    ``request.local``. Writes nothing."""
     checked: set = set()
     for p in points:
-        check_world(p["cfg"], request.res)
+        if request.eval_only:
+            check_evaluable(p["run_dir"])
+        else:
+            check_world(p["cfg"], request.res)
         if data_check:
-            check_data(p["cfg"], checked)
+            check_data(p["cfg"], checked, eval_only=request.eval_only)
     if not request.local:
         check_partition(request.res.partition)
 
 
-def claim_points(points: list[dict], *, resume: bool) -> list[RunLock]:
-    """Claim each point's run folder (writes its config.yaml, drawing its seed; ``p["cfg"]``
-    becomes that YAML); on failure undo the earlier ones. Returns the held locks."""
+def claim_points(points: list[dict], *, resume: bool, eval_only: bool = False) -> list[RunLock]:
+    """Claim each point's run folder (writes its config.yaml, drawing its seed, unless
+    ``eval_only``; ``p["cfg"]`` becomes the config's YAML); on failure undo the earlier ones.
+    Returns the held locks."""
     locks = []
     try:
         for p in points:
-            cfg, lock = claim(p["cfg"], p["run_dir"], resume=resume, eval_only=False)
+            cfg, lock = claim(p["cfg"], p["run_dir"], resume=resume, eval_only=eval_only)
             locks.append(lock)
             p["cfg"] = cfg.dump()
     except BaseException:
@@ -132,6 +154,7 @@ def sbatch_points(points: list[dict], request: Request, record: Record) -> list:
             p["run_dir"],
             CfgNode.load_cfg(p["cfg"]).MODEL.DEVICE,
             request.dist_timeout_min,
+            eval_only=request.eval_only,
         )
         for p in points
     ]
@@ -165,7 +188,7 @@ def submit_points(
             ``record.keep_on_refusal``.
     """
     check_points(points, request, data_check=data_check)
-    locks = claim_points(points, resume=resume)
+    locks = claim_points(points, resume=resume, eval_only=request.eval_only)
     try:
         record.claimed(points)
         jobs = sbatch_points(points, request, record)

@@ -2,7 +2,8 @@
 
 The training config and ``KEY VALUE`` overrides are exactly those of ``opmask-train``; everything
 is validated before anything is submitted. The job checkpoints and requeues itself on preemption
-and before its time limit, and resumes from the run folder's newest valid checkpoint.
+and before its time limit, and resumes from the run folder's newest valid checkpoint. The cluster
+profile is ``--profile``, else ``$OPMASK_PROFILE``; there is no silent default.
 """
 
 from __future__ import annotations
@@ -20,15 +21,28 @@ from opmask.engine.run_dir import run_folder
 from opmask.engine.run_folder import RunFolder
 from opmask.utils.fs import atomic_write_bytes
 
-from .executor import LaunchError, add_resource_flags, resolve_resources, sbatch_script
+from .executor import (
+    LaunchError,
+    NoCluster,
+    add_resource_flags,
+    not_checked_note,
+    resolve_resources,
+    sbatch_script,
+)
 from .submission import Record, Request, add_data_check_flag, check_points, submit_points
 
 EPILOG = """\
 examples:
-  opmask-submit --config-file configs/opmask_R50_FPN_130k.yaml --exp-id voc --profile mycluster \\
-      --nodes 2 --gpus-per-node 8 --time 4320
-  opmask-submit --config-file configs/shapes/opmask_R18_shapes.yaml --exp-id t --dry-run
+  opmask-submit --config-file configs/opmask_R50_FPN_130k.yaml --exp-id voc \\
+      --profile example-gpu-cluster --nodes 2 --gpus-per-node 8 --time 4320
+  export OPMASK_PROFILE=example-gpu-cluster     # then --profile can be left out
+  opmask-submit --config-file configs/opmask_R50_FPN_130k.yaml --exp-id voc --dry-run \\
+      --no-data-check                           # the sbatch script and config; submits nothing
+  opmask-submit --config-file configs/opmask_R50_FPN_130k.yaml --exp-id voc --eval-only
   opmask-submit --config-file configs/shapes/opmask_R18_shapes.yaml --exp-id t --local
+
+Flags go before the KEY VALUE overrides. Profiles: copy slurm/profiles/example-gpu-cluster.yaml,
+set your partition and account, and pass --profile PATH.yaml.
 """
 
 
@@ -45,7 +59,14 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--dry-run",
         action="store_true",
-        help="print the sbatch script and the resolved training config; submit nothing",
+        help="print the sbatch script and the resolved training config; submit nothing "
+        "(where no SLURM cluster answers, the partition is left unchecked and one line says so)",
+    )
+    p.add_argument(
+        "--eval-only",
+        action="store_true",
+        help="a job that evaluates the run folder's newest checkpoint (opmask-train --eval-only); "
+        "the folder must exist and hold one",
     )
     p.add_argument(
         "--local",
@@ -67,15 +88,15 @@ def submit(args: argparse.Namespace) -> int:
     cfg = load_config(args.config_file, args.opts)
     run_dir = os.path.abspath(run_folder(cfg, args.exp_id, args.output_dir))
     folder = args.submitit_folder or os.path.join(run_dir, "slurm")
-    name = f"opmask-{os.path.basename(run_dir)}"
-    request = Request(res, os.path.join(folder, "%j"), name, args.local, args.dist_timeout)
+    name = f"opmask-{'eval-' if args.eval_only else ''}{os.path.basename(run_dir)}"
+    request = Request(
+        res, os.path.join(folder, "%j"), name, args.local, args.dist_timeout, args.eval_only
+    )
     point = {"cfg": cfg, "run_dir": run_dir}
     if args.dry_run:
-        check_points([point], request, data_check=not args.no_data_check)
-        print(sbatch_script(request.folder, res, name))
-        print("# resolved training config:\n" + cfg.dump())
-        return 0
-    record = SubmissionFile(run_dir, folder)
+        return dry_run(point, request, data_check=not args.no_data_check)
+    # An evaluation job leaves the training's RUN/submission.json as it is.
+    record = Record() if args.eval_only else SubmissionFile(run_dir, folder)
     (job,) = submit_points(
         [point], request, record, data_check=not args.no_data_check, resume=args.resume
     )
@@ -87,6 +108,24 @@ def submit(args: argparse.Namespace) -> int:
         f"follow it: tail -f {run_dir}/log.txt   |   squeue -j {job.job_id}   |   "
         f"sacct -j {job.job_id} --duplicates   |   tensorboard --logdir {run_dir}"
     )
+    return 0
+
+
+def dry_run(point: dict, request: Request, *, data_check: bool) -> int:
+    """Check what can be checked here, print the sbatch script and the resolved config; write
+    and submit nothing. Where no SLURM cluster answers (no ``sinfo``, or it fails) the partition
+    is left unchecked and one line on stderr says so; where one answers, an unknown partition is
+    refused as when submitting."""
+    try:
+        check_points([point], request, data_check=data_check)  # the partition last
+        note = None
+    except NoCluster as e:
+        note = not_checked_note(request.res, e.reason)
+    print(sbatch_script(request.folder, request.res, request.name))
+    kind = "evaluation" if request.eval_only else "training"
+    print(f"# resolved {kind} config:\n" + point["cfg"].dump())
+    if note is not None:
+        print(note, file=sys.stderr)
     return 0
 
 

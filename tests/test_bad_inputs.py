@@ -735,6 +735,7 @@ def test_table_is_large_and_ids_unique():
 @pytest.mark.parametrize("case", CASES, ids=[c.id for c in CASES])
 def test_bad_input(case: Case, tmp_path, datasets_root, monkeypatch):
     monkeypatch.setenv("OPMASK_DATASETS", datasets_root)
+    monkeypatch.setenv("OPMASK_PROFILE", "local")  # the launcher rows' profile (no default)
     monkeypatch.chdir(tmp_path)
     ws = Workspace(tmp_path, datasets_root)
     argv = case.setup(ws)
