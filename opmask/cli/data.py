@@ -99,7 +99,10 @@ def _add_check_and_coco_like(sub) -> None:
         "check",
         help="validate a dataset: JSON schema, categories, boxes, polygons, image files and sizes",
         description="Checks every record and every image file (in parallel) and prints counts, "
-        "each kind of problem with its first image ids, and OK or FAILED (exit 1).",
+        "each kind of problem with its first image ids, and OK or FAILED (exit 1). Warnings "
+        "(polygons mostly outside their image, zero-size boxes, file names outside the image "
+        "folder, 16-bit images) name what trains but deserves a look; they do not fail the "
+        "check (OK (N warnings)).",
     )
     c.add_argument("dataset", help="a builtin name or ANNOTATIONS.json:IMAGE_DIR")
     c.add_argument("--workers", type=count(1), default=None, help="processes (default: all CPUs)")
