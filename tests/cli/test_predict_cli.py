@@ -245,3 +245,24 @@ def test_batches_of_several_images_write_every_image(tiny, shapes_env, tmp_path)
     runs = [json.loads((tmp_path / k / RESULTS).read_text()) for k in ("b1", "b4")]
     ids = [{r["image_id"] for r in results} for results in runs]
     assert ids[0] == ids[1] == {d["image_id"] for d in dicts}
+
+
+def test_show_prior_of_a_baseline_run_is_refused(tiny, shapes_env, tmp_path, capsys):
+    """The baseline's mask head gets no object mask prior: one line, exit 1, nothing written."""
+    from opmask.config import load_config
+    from opmask.engine.checkpoint import Checkpointer
+    from opmask.modeling import build_model
+
+    from ..conftest import SHAPES_BASELINE, TINY
+
+    run = tmp_path / "baseline"
+    run.mkdir()
+    cfg = load_config(SHAPES_BASELINE, [*TINY, "MODEL.DEVICE", "cpu", "MODEL.WEIGHTS", ""])
+    (run / "config.yaml").write_text(cfg.dump())
+    model = build_model(cfg)
+    state = {"model": model.state_dict(), "iteration": 1}
+    Checkpointer(str(run / "models")).save("model_final.pth", state)
+    img, out = tiny[3][0]["file_name"], tmp_path / "out"
+    assert main([str(run), "--input", img, "--output", str(out), "--show-prior"]) == 1
+    assert "has no object mask prior" in _err_line(capsys) and not out.exists()
+    assert main([str(run), "--input", img, "--output", str(out)]) == 0  # without it: fine
