@@ -11,23 +11,30 @@ Sweep file (YAML)::
       - {SOLVER.MAX_ITER: 270000, SOLVER.STEPS: "(210000, 250000)"}
     resources: {time_min: 4320}                   # profile keys (optional)
 
-Each point's exp-id is derived from its overrides (stable), its run folder is
-``SWEEP/runs/EXP_ID``. ``submit`` writes ``SWEEP/sweep.json`` (the manifest) and returns at once.
+Each point's exp-id is derived from its overrides (stable; a short hash is appended when the
+readable form would drop characters), its run folder is ``SWEEP/runs/EXP_ID``. ``submit`` writes
+``SWEEP/sweep.json`` (the manifest) and returns at once; ``submit --dry-run`` prints each point's
+run folder and overrides and the array's sbatch script, and writes and submits nothing. A config
+warning that every point shares is printed once per sweep.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import dataclasses
 import datetime
 import json
+import logging
 import os
+import shutil
 import sys
 
 from fvcore.common.config import CfgNode
 
 from opmask.cli.flags import add_dist_timeout
 from opmask.cli.parser import OneLineParser
-from opmask.config import load_config
+from opmask.config import checks, load_config
 from opmask.engine.exit_codes import run_command
 from opmask.engine.run_dir import RunFolderError
 from opmask.engine.run_folder import (
@@ -45,18 +52,22 @@ from .executor import (
     Resources,
     add_resource_flags,
     check_partition,
+    check_resource,
     resolve_resources,
+    sbatch_script,
 )
 from .slurm_state import ACTIVE, cancel, current_state, last_job, sacct_states
 from .submission import (
     Record,
     Request,
     add_data_check_flag,
+    check_data,
+    check_points,
     check_world,
     sbatch_points,
     submit_points,
 )
-from .sweep_file import exp_id, expand_points, read_sweep_file
+from .sweep_file import expand_points, read_sweep_file, run_names
 from .sweep_report import collect, varied_keys, watch
 
 MANIFEST = "sweep.json"
@@ -92,7 +103,14 @@ def cmd_submit(args) -> int:
     for k, v in (spec.get("resources") or {}).items():
         if getattr(args, k, None) is None:  # the command line wins over the sweep file
             setattr(res, k, v)
-    points = _points(spec, out)
+    overrides = expand_points(spec)
+    names = run_names(overrides)  # identical points are refused before any config is loaded
+    # What every point shares is checked once, before any point: the cluster and partition
+    # (a dry run on a machine without SLURM leaves them unchecked and says so).
+    unchecked = args.dry_run and shutil.which("sinfo") is None
+    if not unchecked:
+        check_partition(res.partition)
+    points = _points(spec, overrides, names, out, res, data_check=not args.no_data_check)
     manifest = {
         "name": spec["name"],
         "sweep_file": os.path.abspath(args.sweep_file),
@@ -101,14 +119,11 @@ def cmd_submit(args) -> int:
         "points": points,
         "created": datetime.datetime.now().isoformat(timespec="seconds"),
     }
+    request = _request(manifest, out, args)
+    if args.dry_run:
+        return _dry_run(points, request, unchecked=unchecked)
     record = Manifest(manifest, out, refusal_hint=True)
-    submit_points(
-        points,
-        _request(manifest, out, args),
-        record,
-        data_check=not args.no_data_check,
-        resume=False,
-    )
+    submit_points(points, request, record, data_check=False, resume=False)  # _points did
     print(
         f"submitted {len(points)} points as one job array; manifest: {out}/{MANIFEST}\n"
         f"follow it: opmask-sweep status {out}"
@@ -116,21 +131,86 @@ def cmd_submit(args) -> int:
     return 0
 
 
-def _points(spec: dict, out: str) -> list[dict]:
-    """Every point's config loaded (nothing written), its run folder ``OUT/runs/EXP_ID`` free."""
-    points, hparams = [], ["EXP.HPARAMS", repr(tuple(varied_keys(spec)))]
-    for i, overrides in enumerate(expand_points(spec)):
-        cfg = load_config(spec["config"], _opts(overrides) + hparams)  # HParams: varied keys
-        name = exp_id(overrides)
-        run_dir = os.path.join(out, "runs", name)
-        if os.path.isdir(run_dir) and os.listdir(run_dir):
-            raise RunFolderError(f"run folder {run_dir} of point {i} already holds a run")
-        points.append(
-            {"index": i, "exp_id": name, "overrides": overrides, "run_dir": run_dir, "cfg": cfg}
+def _dry_run(points: list[dict], request: Request, *, unchecked: bool) -> int:
+    """Print each point's run folder and overrides and the array's sbatch script (the points
+    and the partition are checked as ``submit`` checks them); write and submit nothing.
+    ``unchecked``: no SLURM here, the partition was not asked about (one line on stderr)."""
+    check_points(points, dataclasses.replace(request, local=True), data_check=False)
+    for p in points:
+        print(f"point {p['index']}: {p['run_dir']}  {' '.join(_opts(p['overrides']))}")
+    array = len(points) if len(points) > 1 else None  # one point is a plain job, as submitted
+    print(sbatch_script(request.folder, request.res, request.name, array))
+    if unchecked:
+        part = request.res.partition
+        what = f"partition {part!r}" if part else "the cluster's default partition"
+        print(
+            f"not checked here: {what} (no SLURM on this machine: sinfo not found)", file=sys.stderr
         )
-    if len({p["exp_id"] for p in points}) < len(points):
-        raise LaunchError("two points have the same overrides")
+    return 0
+
+
+def _points(
+    spec: dict,
+    overrides: list[dict],
+    names: list[str],
+    out: str,
+    res: Resources,
+    *,
+    data_check: bool,
+) -> list[dict]:
+    """Every point's config loaded (nothing written), its world size and (``data_check``) its
+    datasets and MODEL.WEIGHTS checked (each once), its run folder ``OUT/runs/NAME`` free: what
+    all points share fails at the first one. A config warning is printed once, not per point."""
+    points, hparams = [], ["EXP.HPARAMS", repr(tuple(varied_keys(spec)))]
+    checked: set = set()
+    with _each_warning_once(checks.logger):
+        for i, (point, name) in enumerate(zip(overrides, names)):
+            cfg = load_config(spec["config"], _opts(point) + hparams)  # HParams: varied keys
+            check_world(cfg, res)  # the same IMS_PER_BATCH for all points fails at the first
+            if data_check:
+                check_data(cfg, checked)
+            run_dir = os.path.join(out, "runs", name)
+            if os.path.isdir(run_dir) and os.listdir(run_dir):
+                raise RunFolderError(f"run folder {run_dir} of point {i} already holds a run")
+            points.append(
+                {"index": i, "exp_id": name, "overrides": point, "run_dir": run_dir, "cfg": cfg}
+            )
     return points
+
+
+class _Once(logging.Filter):
+    """Lets each distinct message through once; counts the repeats it drops."""
+
+    def __init__(self):
+        super().__init__()
+        self.seen: set[str] = set()
+        self.dropped = 0
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        if message in self.seen:
+            self.dropped += 1
+            return False
+        self.seen.add(message)
+        return True
+
+
+@contextlib.contextmanager
+def _each_warning_once(logger: logging.Logger):
+    """Within the block, ``logger`` prints each distinct message once; afterwards one line says
+    how many repeats (other points' copies) were not shown."""
+    once = _Once()
+    logger.addFilter(once)
+    try:
+        yield
+    finally:
+        logger.removeFilter(once)
+    if once.dropped:
+        print(
+            f"({once.dropped} more copies of the config warning(s) above, one per further "
+            "point, not shown)",
+            file=sys.stderr,
+        )
 
 
 def _request(manifest: dict, out: str, args) -> Request:
@@ -178,12 +258,57 @@ class Manifest(Record):
         self.save()
 
 
-def load_manifest(folder: str) -> dict:
+_POINT_KEYS = {"index": int, "exp_id": str, "overrides": dict, "run_dir": str, "cfg": str}
+
+
+def load_manifest(folder: str, *, resources: bool = False) -> dict:
+    """``FOLDER/sweep.json``, checked to have the shape ``submit`` writes (``resources``: it
+    must also hold the sweep's SLURM request, which ``resume`` reuses).
+
+    Raises:
+        LaunchError: no manifest, or one that is not JSON or has another shape; the message names
+            the file and what is wrong.
+    """
     path = os.path.join(folder, MANIFEST)
     if not os.path.isfile(path):
         raise LaunchError(f"no sweep manifest at {path}")
-    with open(path, encoding="utf-8") as f:
-        return json.load(f)
+    try:
+        with open(path, encoding="utf-8") as f:
+            manifest = json.load(f)
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise LaunchError(f"{path}: not a sweep manifest (not JSON: {e})") from None
+    problem = _manifest_problem(manifest, resources)
+    if problem:
+        raise LaunchError(f"{path}: not a sweep manifest ({problem})")
+    for key, value in (manifest.get("resources") or {}).items():
+        check_resource(key, value, f"{path}: resources.{key}")
+    return manifest
+
+
+def _manifest_problem(manifest, resources: bool) -> str | None:
+    """What is wrong with a manifest's shape, or None."""
+    if not isinstance(manifest, dict):
+        return f"a JSON {type(manifest).__name__}, not an object"
+    if not isinstance(manifest.get("name"), str):
+        return "'name' is missing or not a string"
+    if not isinstance(manifest.get("points"), list):
+        return "'points' is missing or not a list"
+    for i, p in enumerate(manifest["points"]):
+        if not isinstance(p, dict):
+            return f"points[{i}] is not an object"
+        for key, kind in _POINT_KEYS.items():
+            if not isinstance(p.get(key), kind) or isinstance(p.get(key), bool):
+                return f"points[{i}].{key} is missing or not a {kind.__name__}"
+        job_ids = p.get("job_ids", [])
+        if not (isinstance(job_ids, list) and all(isinstance(j, str) for j in job_ids)):
+            return f"points[{i}].job_ids is not a list of job ids"
+    found = manifest.get("resources")
+    if found is None and resources:
+        return "'resources' is missing"
+    if found is not None and not isinstance(found, dict):
+        return "'resources' is not an object"
+    unknown = sorted(set(found or {}) - set(Resources.__dataclass_fields__))
+    return f"'resources' has unknown keys {unknown}" if unknown else None
 
 
 def _fmt(v, spec=".3f"):
@@ -250,7 +375,7 @@ def cmd_status(args) -> int:
 def cmd_resume(args) -> int:
     """Resubmit unfinished points that are not queued or running (also never-submitted ones,
     after a refused submission), with the manifest's resources changed by the flags given."""
-    manifest = load_manifest(args.folder)
+    manifest = load_manifest(args.folder, resources=True)
     base = Resources(**manifest["resources"])
     if args.profile:
         base = resolve_resources(argparse.Namespace(profile=args.profile))
@@ -298,6 +423,12 @@ def parser() -> argparse.ArgumentParser:
     s = sub.add_parser("submit", help="submit every point as one job array and return")
     s.add_argument("sweep_file")
     s.add_argument("--out", help="sweep folder (default sweeps/NAME)")
+    s.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="check every point, print its run folder and overrides and the array's sbatch "
+        "script; write and submit nothing (works without SLURM: the partition is then unchecked)",
+    )
     add_dist_timeout(s)
     add_data_check_flag(s)
     add_resource_flags(s)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import collections
 import hashlib
 import itertools
 import json
@@ -11,13 +12,49 @@ import re
 from .executor import LaunchError, Resources, check_resource, read_yaml
 
 
-def exp_id(overrides: dict) -> str:
-    """Stable, readable id from a point's overrides: ``PS-voc_SEED-1`` (hashed when long)."""
-    slug = "_".join(f"{k.rsplit('.', 1)[-1]}-{v}" for k, v in overrides.items())
-    slug = re.sub(r"[^A-Za-z0-9_.=-]+", "", slug.replace(" ", "")) or "base"
-    if len(slug) <= 60:
+def exp_id(overrides: dict, *, hashed: bool = False) -> str:
+    """Stable, readable id from a point's overrides: ``PS-voc_SEED-1``. A short hash of the
+    overrides is appended (``NOTE-caf-1a2b3c4d``) when the readable form drops characters (non-ASCII
+    letters, parentheses, commas, spaces ...), is long, or ``hashed``: different overrides then
+    never share an id."""
+    if not overrides:
+        return "base"
+    text = "_".join(f"{k.rsplit('.', 1)[-1]}-{v}" for k, v in overrides.items())
+    slug = re.sub(r"[^A-Za-z0-9_.=-]+", "", text)
+    if slug == text and len(slug) <= 60 and not hashed:
         return slug
-    return slug[:50] + "-" + hashlib.sha1(json.dumps(overrides).encode()).hexdigest()[:8]
+    digest = hashlib.sha1(json.dumps(overrides, default=str).encode()).hexdigest()[:8]
+    return (slug[:50] or "base") + "-" + digest
+
+
+def run_names(points: list[dict]) -> list[str]:
+    """The exp-id of each point's overrides (:func:`exp_id`); two different points whose
+    readable ids would be equal (keys that differ before their last dot) both get the hash.
+
+    Raises:
+        LaunchError: two points have the same overrides (naming both and the overrides).
+    """
+    first: dict[str, int] = {}
+    for i, overrides in enumerate(points):
+        key = json.dumps(overrides, sort_keys=True, default=str)
+        j = first.setdefault(key, i)
+        if j != i:
+            raise LaunchError(
+                f"points {j} and {i} have the same overrides {overrides}: "
+                "remove one (a grid value or a point listed twice)"
+            )
+    names = [exp_id(o) for o in points]
+    counts = collections.Counter(names)
+    names = [exp_id(o, hashed=True) if counts[n] > 1 else n for o, n in zip(points, names)]
+    taken: dict[str, int] = {}
+    for i, name in enumerate(names):
+        j = taken.setdefault(name, i)
+        if j != i:  # a hash collision: vanishingly rare, but never two points in one folder
+            raise LaunchError(
+                f"points {j} and {i} get the same run name {name!r} "
+                f"(overrides {points[j]} and {points[i]})"
+            )
+    return names
 
 
 def expand_points(spec: dict) -> list[dict]:
