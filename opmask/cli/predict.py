@@ -25,9 +25,10 @@ examples:
 RUN is an opmask-train run folder (its config.yaml and newest valid checkpoint). Images are read
 with their EXIF orientation applied and processed exactly as the run's evaluation does. Overlays:
 masks, boxes, class names and scores; weak classes (box labels only in training) in cool colours
-with a thinner box and "(weak)", strong ones in warm colours. DIR/{RESULTS}: COCO results (the
-dataset's category ids; image ids from an annotation file given as --input or --gt, else the
-image's position in the input list, from 1). Nothing in DIR is replaced without --overwrite.
+with a thinner box and "(weak)", strong ones in warm colours; one PNG per image, named after it.
+DIR/{RESULTS}: COCO results of all images (the dataset's category ids;
+image ids from an annotation file given as --input or --gt, else the image's position in the
+input list, from 1). Nothing in DIR is replaced without --overwrite.
 
 exit codes: 0 all written; 1 bad input, nothing written (no such run, no valid checkpoint, an
 input that does not exist, an unwritable DIR, files in DIR without --overwrite), or some inputs
