@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import csv
 import io
+import math
 import os
 import sys
 import time
@@ -20,6 +21,8 @@ from PIL import Image, ImageDraw
 
 from opmask.engine.run_folder import ITERATION, TOTAL_LOSS, RunFolder
 from opmask.utils.fs import atomic_write_bytes
+
+from .executor import LaunchError
 
 COLORS = [
     (31, 119, 180),
@@ -47,8 +50,8 @@ def collect(manifest: dict, folder: str) -> str:
             "exp_id": p["exp_id"],
             **{k: str(v) for k, v in p["overrides"].items()},
         }
-        results = RunFolder(p["run_dir"]).read_results()
-        for task in ("bbox", "segm", "segm_strong", "segm_weak"):
+        results = final_results(p["run_dir"])
+        for task in TASKS:
             ap = results.get(task, {}).get("AP")
             row[f"{task}_AP"] = "-" if ap is None else f"{ap:.2f}"
         rows.append(row)
@@ -83,10 +86,45 @@ def varied_keys(spec: dict) -> list[str]:
     return list(dict.fromkeys(keys))
 
 
+TASKS = ("bbox", "segm", "segm_strong", "segm_weak")
+
+
+def final_results(run_dir: str) -> dict:
+    """The run's ``results.json`` ({} when it has none).
+
+    Raises:
+        LaunchError: it is not JSON, or a task's entry is not ``{"AP": number, ...}`` (naming
+            the run folder).
+    """
+    try:
+        results = RunFolder(run_dir).read_results()
+    except (ValueError, OSError) as e:  # JSONDecodeError and UnicodeDecodeError are ValueErrors
+        raise LaunchError(f"run folder {run_dir}: its results.json cannot be read ({e})") from None
+    if not isinstance(results, dict):
+        raise LaunchError(f"run folder {run_dir}: its results.json is not a JSON object")
+    for task in TASKS:
+        entry = results.get(task, {})
+        ap = entry.get("AP") if isinstance(entry, dict) else None
+        if not isinstance(entry, dict) or not (
+            ap is None or (isinstance(ap, (int, float)) and not isinstance(ap, bool))
+        ):
+            raise LaunchError(
+                f"run folder {run_dir}: its results.json has no number as {task} AP ({entry!r})"
+            )
+    return results
+
+
 def loss_curve(run_dir: str) -> list[tuple[int, float]]:
-    """``(iteration, total_loss)`` of every training record in the run's metrics.json."""
+    """``(iteration, total_loss)`` of every training record in the run's metrics.json (a record
+    without an integer iteration and a finite loss is skipped)."""
     metrics = RunFolder(run_dir).read_metrics()
-    return [(m[ITERATION], m[TOTAL_LOSS]) for m in metrics if TOTAL_LOSS in m]
+    return [
+        (m[ITERATION], m[TOTAL_LOSS])
+        for m in metrics
+        if isinstance(m.get(ITERATION), int)
+        and isinstance(m.get(TOTAL_LOSS), (int, float))
+        and math.isfinite(m[TOTAL_LOSS])
+    ]
 
 
 def comparison_png(points: list[dict]) -> bytes:

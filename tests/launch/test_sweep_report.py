@@ -15,6 +15,7 @@ from tensorboard.backend.event_processing.plugin_event_multiplexer import EventM
 from tensorboard.plugins.hparams import metadata as hp_metadata
 from tensorboard.util.tensor_util import make_ndarray
 
+from opmask_launch import sweep
 from opmask_launch.sweep_report import CLEAR, COLORS
 from tests.conftest import REPO, SHAPES_OPMASK, TINY
 from tests.launch.conftest import wait_final
@@ -71,6 +72,34 @@ def test_collect_writes_a_png_comparing_the_points(tmp_path):
         for i, x in ((0, 50 + 46 + 20), (1, 50 + 230 + 46 + 20))
     ]
     assert heights[1] == 290 and abs(heights[0] - 145) <= 1, heights
+
+
+def test_collect_skips_damaged_metrics_and_names_a_damaged_results_file(tmp_path, capsys):
+    """metrics.json records without an iteration or with a NaN loss are left out of the curves;
+    a results.json that is not JSON, or has no number as an AP: one line naming the run folder,
+    exit 1, the earlier results files kept as they were."""
+    _fake_finished_sweep(tmp_path, [12.5, 25.0])
+    run1 = tmp_path / "runs" / "p1"
+    with open(run1 / "metrics.json", "a") as f:
+        f.write('{"total_loss": 1.0}\n{"iteration": 9, "total_loss": NaN}\n')
+    assert sweep.main(["collect", str(tmp_path)]) == 0
+    capsys.readouterr()
+    before = {n: (tmp_path / n).read_bytes() for n in ("results.csv", "results.md", "results.png")}
+    results = run1 / "inference" / "val" / "results.json"
+    for text, why in (
+        (
+            "{broken",
+            "cannot be read (Expecting property name enclosed in double quotes: line 1 "
+            "column 2 (char 1))",
+        ),
+        ('{"segm_weak": {"AP": "high"}}', "has no number as segm_weak AP ({'AP': 'high'})"),
+        ("[]", "is not a JSON object"),
+    ):
+        results.write_text(text)
+        assert sweep.main(["collect", str(tmp_path)]) == 1
+        err = capsys.readouterr().err
+        assert err == f"opmask-sweep: error: run folder {run1}: its results.json {why}\n"
+    assert {n: (tmp_path / n).read_bytes() for n in before} == before
 
 
 def test_status_watch_redraws_in_place_until_no_point_is_active(tmp_path):
