@@ -26,10 +26,12 @@ import dataclasses
 import datetime
 import json
 import logging
+import math
 import os
 import shutil
 import sys
 
+import yaml
 from fvcore.common.config import CfgNode
 
 from opmask.cli.flags import add_dist_timeout
@@ -79,18 +81,27 @@ def _opts(overrides: dict) -> list[str]:
 
 # ---------------------------------------------------------------------- run state
 def run_progress(run_dir: str) -> dict:
-    """Iteration, loss, ETA and latest APs from metrics.json; outcomes from attempts.jsonl."""
+    """Iteration, loss, ETA and latest APs from metrics.json; outcomes from attempts.jsonl. A
+    value that is not a finite number reads as unknown (None); a training record without an
+    integer iteration is skipped."""
     run = RunFolder(run_dir)
     info: dict = {"iteration": None, "loss": None, "eta": None, "strong": None, "weak": None}
     for m in run.read_metrics():
-        if TOTAL_LOSS in m:
-            info.update(iteration=m[ITERATION] + 1, loss=m[TOTAL_LOSS], eta=m[ETA_SECONDS])
+        if TOTAL_LOSS in m and isinstance(m.get(ITERATION), int):
+            it, loss, eta = m[ITERATION] + 1, _number(m[TOTAL_LOSS]), _number(m.get(ETA_SECONDS))
+            info.update(iteration=it, loss=loss, eta=eta)
         if WEAK_MASK_AP in m:
-            info.update(strong=m.get(STRONG_MASK_AP), weak=m[WEAK_MASK_AP])
-    attempts = run.read_attempts()
-    info["outcomes"] = [a["outcome"] for a in attempts]
-    info["finished"] = bool(attempts) and attempts[-1]["outcome"] == "completed"
+            info.update(strong=_number(m.get(STRONG_MASK_AP)), weak=_number(m[WEAK_MASK_AP]))
+    outcomes = [str(a.get("outcome", "?")) for a in run.read_attempts()]
+    info["outcomes"] = outcomes
+    info["finished"] = bool(outcomes) and outcomes[-1] == "completed"
     return info
+
+
+def _number(value) -> float | None:
+    """``value`` when it is a finite number, else None."""
+    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+    return value if ok else None
 
 
 # ---------------------------------------------------------------------- commands
@@ -342,8 +353,42 @@ def status_rows(manifest: dict) -> list[dict]:
     return rows
 
 
-def _max_iter(point: dict) -> int:
-    return CfgNode.load_cfg(point["cfg"]).SOLVER.MAX_ITER
+def _max_iter(point: dict) -> str:
+    """The point's SOLVER.MAX_ITER ('?' when its saved config does not say)."""
+    solver = (_yaml_mapping(point["cfg"]) or {}).get("SOLVER")
+    value = solver.get("MAX_ITER") if isinstance(solver, dict) else None
+    return str(value) if isinstance(value, int) else "?"
+
+
+def _yaml_mapping(text: str) -> dict | None:
+    """``text`` read as a YAML mapping; None when it is not one."""
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError:
+        return None
+    return data if isinstance(data, dict) else None
+
+
+def _saved_config(point: dict, path: str) -> CfgNode:
+    """A manifest point's saved config, to resubmit it.
+
+    Raises:
+        LaunchError: it is not a config with SOLVER.IMS_PER_BATCH and MODEL.DEVICE (naming the
+            manifest and the point).
+    """
+    data = _yaml_mapping(point["cfg"]) or {}
+    solver, model = data.get("SOLVER"), data.get("MODEL")
+    if not (
+        isinstance(solver, dict)
+        and isinstance(solver.get("IMS_PER_BATCH"), int)
+        and isinstance(model, dict)
+        and isinstance(model.get("DEVICE"), str)
+    ):
+        raise LaunchError(
+            f"{path}: point {point['index']}'s cfg is not a config with SOLVER.IMS_PER_BATCH and "
+            "MODEL.DEVICE (the manifest was edited?)"
+        )
+    return CfgNode(data)
 
 
 def table(rows: list[dict]) -> str:
@@ -391,7 +436,7 @@ def cmd_resume(args) -> int:
         print("nothing to resume: every point finished or is queued/running")
         return 0
     for p in todo:
-        check_world(CfgNode.load_cfg(p["cfg"]), res)
+        check_world(_saved_config(p, os.path.join(args.folder, MANIFEST)), res)
     manifest["resources"] = vars(res)
     out = os.path.abspath(args.folder)
     sbatch_points(todo, _request(manifest, out, args), Manifest(manifest, out))

@@ -183,3 +183,33 @@ def test_what_all_points_share_fails_before_the_points_are_loaded(
         "Detectron2 compatibility"
     ]
     assert not out.exists()
+
+
+def test_status_reads_damaged_run_files_as_unknown(tmp_path, capsys):
+    """Records without an iteration, losses and APs that are not finite numbers, an attempt
+    without an outcome, a saved config that is not YAML: shown as unknown, not a traceback."""
+    run = tmp_path / "runs" / "p0"
+    run.mkdir(parents=True)
+    (run / "metrics.json").write_text(
+        '{"total_loss": 2.0}\n{"iteration": 3, "total_loss": "x", "eta_seconds": NaN}\n'
+        '{"iteration": 4, "segm_weak/AP": "high"}\n'
+    )
+    (run / "attempts.jsonl").write_text('{"job_id": "local"}\n')
+    point = POINT | {"run_dir": str(run), "cfg": "{broken"}
+    (tmp_path / "sweep.json").write_text(json.dumps({"name": "t", "points": [point]}))
+    assert sweep.main(["status", str(tmp_path)]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert out[0].split() == [
+        "point",
+        "exp_id",
+        "job",
+        "state",
+        "iter",
+        "loss",
+        "eta",
+        "strong_AP",
+        "weak_AP",
+        "requeues",
+        "last_outcome",
+    ]
+    assert out[1].split() == ["0", "p0", "-", "NOT_SUBMITTED", "4/?", "-", "-", "-", "-", "0", "?"]
