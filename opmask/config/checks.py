@@ -272,7 +272,7 @@ CHECKS: dict[str, Check] = {
     "SOLVER.MAX_TO_KEEP": NONNEG,
     "SOLVER.IMS_PER_BATCH": POSITIVE,
     "SOLVER.CLIP_GRADIENTS.ENABLED": flag,
-    "SOLVER.CLIP_GRADIENTS.CLIP_TYPE": choice("value", "norm"),
+    "SOLVER.CLIP_GRADIENTS.CLIP_TYPE": choice("value", "norm", "full_model"),
     "SOLVER.CLIP_GRADIENTS.CLIP_VALUE": number(gt=0.0),
     "SOLVER.CLIP_GRADIENTS.NORM_TYPE": lambda v: None if v == math.inf else number(gt=0.0)(v),
     "SOLVER.TF32": flag,

@@ -62,10 +62,20 @@ def build_lr_scheduler(cfg, optimizer) -> torch.optim.lr_scheduler.LambdaLR:
 
 
 def clip_gradients(cfg, params) -> None:
+    """Clip the gradients of ``params`` in place, as ``SOLVER.CLIP_GRADIENTS`` says.
+
+    ``value``: each element to ``[-CLIP_VALUE, CLIP_VALUE]``. ``norm``: each parameter's
+    gradient separately to a ``NORM_TYPE``-norm of at most ``CLIP_VALUE`` (Detectron2 v0.6's
+    per-parameter clipper). ``full_model``: the norm of all gradients together (one factor for
+    every parameter; the name Detectron2's projects use).
+    """
     c = cfg.SOLVER.CLIP_GRADIENTS
     if not c.ENABLED:
         return
     if c.CLIP_TYPE == "value":
         torch.nn.utils.clip_grad_value_(params, c.CLIP_VALUE)
-    else:  # "norm", the other choice (config checks)
+    elif c.CLIP_TYPE == "norm":
+        for p in params:
+            torch.nn.utils.clip_grad_norm_(p, c.CLIP_VALUE, c.NORM_TYPE)
+    else:  # "full_model", the last choice (config checks)
         torch.nn.utils.clip_grad_norm_(params, c.CLIP_VALUE, c.NORM_TYPE)
