@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import signal
 import sys
 from typing import Sequence
 
@@ -21,7 +22,14 @@ from ..modeling.weights import check_weights_file
 from ..utils import comm
 from . import exit_codes, preempt
 from .run_dir import RunLock, claim, run_folder, settle_config, setup_logging
-from .train_loop import CheckpointedExit, NonFiniteLossError, evaluate_only, train
+from .run_folder import RunFolder
+from .train_loop import (
+    CheckpointedExit,
+    EvaluationStopped,
+    NonFiniteLossError,
+    evaluate_only,
+    train,
+)
 
 logger = logging.getLogger("opmask.train")
 
@@ -97,12 +105,18 @@ def prepare(
 
 def finish(lock: RunLock | None, code: int) -> int:
     """Release the run folder and return ``code``; a start that failed on bad input
-    (``exit_codes.ERROR``) leaves nothing behind."""
-    if lock is not None and code == exit_codes.ERROR:
+    (``exit_codes.ERROR``) before training began leaves nothing behind. Once training began
+    (``metrics.json`` exists) the folder is kept, every rank's log with it."""
+    if lock is not None and code == exit_codes.ERROR and not _training_began(lock.run_dir):
         lock.abandon()
     elif lock is not None:
         lock.release()
     return code
+
+
+def _training_began(run_dir: str) -> bool:
+    """Whether the loop's event writer was made (rank 0, just before the first iteration)."""
+    return os.path.isfile(RunFolder(run_dir).metrics)
 
 
 def execute(cfg: CfgNode, run_dir: str, *, resume: bool, eval_only: bool) -> dict:
@@ -111,7 +125,6 @@ def execute(cfg: CfgNode, run_dir: str, *, resume: bool, eval_only: bool) -> dic
     logger.info("Run folder: %s (rank %d of %d)", run_dir, comm.get_rank(), comm.get_world_size())
     if eval_only:
         return evaluate_only(cfg, run_dir)
-    preempt.install_signal_handlers()
     return train(cfg, run_dir, resume=resume)
 
 
@@ -124,7 +137,8 @@ def train_in_process(
     world = int(os.environ.get("WORLD_SIZE", 1))
     cfg, lock = prepare(cfg, run_dir, resume=resume, eval_only=eval_only, world_size=world)
     try:
-        results = execute(cfg, run_dir, resume=resume, eval_only=eval_only)
+        with preempt.handling((signal.SIGUSR1,)):  # SIGUSR1: checkpoint, CheckpointedExit
+            results = execute(cfg, run_dir, resume=resume, eval_only=eval_only)
     except BaseException as e:
         finish(lock, exit_codes.code_for(e))  # bad input: clean up; a bug or NaN: keep it
         raise
@@ -142,25 +156,80 @@ def _rank(cfg_yaml: str, run_dir: str, resume: bool, eval_only: bool) -> int:
         if comm.is_main_process():
             print(f"{PROG}: error: {e}", file=sys.stderr)
         return exit_codes.NON_FINITE
-    except CheckpointedExit as e:
-        logger.info("%s; exiting with code %d to be resumed", e, exit_codes.CHECKPOINTED)
-        return exit_codes.CHECKPOINTED
+    except (CheckpointedExit, EvaluationStopped) as e:
+        logger.info("%s; exiting with code %d to be resumed", e, e.code)
+        if comm.is_main_process():
+            print(f"{PROG}: {e.line}", file=sys.stderr, flush=True)
+        return e.code
+    except Exception as e:
+        if _peer_lost(e):
+            return _after_peer_lost(e)
+        if exit_codes.is_input_error(e):  # in this rank's log too (its one line: stderr)
+            logger.error("%s", e)
+        raise
     if comm.is_main_process():
         aps = {k: v.get("AP") for k, v in results.items() if isinstance(v, dict) and "AP" in v}
         print(json.dumps(aps))
     return exit_codes.OK
 
 
+# What gloo, NCCL and the TCP store say when another rank's process is gone.
+PEER_GONE = (
+    "Connection closed by peer",
+    "Connection reset by peer",
+    "Broken pipe",
+    "NCCL communicator was aborted",
+    "ProcessGroupNCCL is aborted",
+)
+
+
+def _peer_lost(e: BaseException) -> bool:
+    """Whether ``e`` is a collective that failed because another rank's process ended."""
+    if comm.get_world_size() < 2:
+        return False
+    return isinstance(e, RuntimeError) and any(s in str(e) for s in PEER_GONE)
+
+
+def _after_peer_lost(e: Exception) -> int:
+    """Another rank ended first: its exit code and line tell why; this rank logs what it saw and
+    says nothing on stderr. After a stop signal of its own, the stop's code (the other rank
+    stopped first)."""
+    if preempt.requested():
+        logger.info("stopped by %s; another rank ended first: %s", preempt.reason(), e)
+        return preempt.code_for(preempt.signals())
+    logger.error(
+        "rank %d: stopped because another rank ended first (its log and message say why)",
+        comm.get_rank(),
+        exc_info=True,
+    )
+    return exit_codes.PEER_FAILED
+
+
+def _aborted(e: preempt.Stopped, run_dir: str) -> int:
+    """A second SIGINT (or a stop during the evaluation that escaped it): one line from the
+    main rank, the signal's code."""
+    newest = RunFolder(run_dir).checkpointer().last_name()
+    if e.aborted:
+        where = f"{RunFolder(run_dir).models}/{newest}" if newest else "the start"
+        line = f"aborted by a second SIGINT; nothing more saved; --resume continues from {where}"
+    else:
+        line = f"{e}; continue with --resume"
+    logger.info("%s", line)
+    if comm.is_main_process():
+        print(f"{PROG}: {line}", file=sys.stderr, flush=True)
+    return e.code
+
+
 def rank_main(cfg_yaml: str, run_dir: str, resume: bool, eval_only: bool) -> int:
     """One rank of a prepared run (``cfg_yaml``: the final config's dump): train or evaluate,
-    and return its exit code; bad input is one line (main rank), any other exception a
-    traceback and ``exit_codes.BUG``."""
-    return exit_codes.run_command(
-        PROG,
-        _rank,
-        cfg_yaml,
-        run_dir,
-        resume,
-        eval_only,
-        report_input=comm.is_main_process(),
-    )
+    and return its exit code; bad input is one line (on the rank that met it), any other
+    exception a traceback and ``exit_codes.BUG``. SIGUSR1, SIGTERM and SIGINT stop it at the
+    next step boundary with a checkpoint (:mod:`opmask.engine.preempt`); a second SIGINT aborts.
+    """
+    try:
+        with preempt.handling(), preempt.armed():
+            return exit_codes.run_command(PROG, _rank, cfg_yaml, run_dir, resume, eval_only)
+    except preempt.Stopped as e:
+        return _aborted(e, run_dir)
+    finally:
+        preempt.clear()

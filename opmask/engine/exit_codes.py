@@ -15,7 +15,18 @@ ERROR = 1  # bad input (config, dataset, weights, output folder): fix and rerun;
 USAGE = 2  # bad command line (argparse)
 NON_FINITE = 3  # a loss became NaN/inf: the run stopped; the last checkpoint is intact
 BUG = 4  # an unexpected exception (a bug, not the input): traceback on stderr; never requeue
-CHECKPOINTED = 75  # "checkpoint now" was honoured (preemption): resume with --resume
+PEER_FAILED = 5  # this rank stopped because another rank failed first (that rank's code and
+# message tell why); seen per rank (srun, torchrun): opmask-train reports the failing rank's code
+# Stops on a signal (opmask.engine.preempt): every rank agrees at the next step boundary, writes a
+# checkpoint and exits with the signal's code; --resume continues. The codes keep what the signal
+# meant to a scheduler: 75 (EX_TEMPFAIL) "checkpoint and requeue me" (SIGUSR1, submitit's SIGUSR2
+# before a time limit or a preemption); 130 and 143 (the shell's 128 + signal number) a person or
+# `scancel` stopping the run: never requeued.
+CHECKPOINTED = 75  # SIGUSR1 / SIGUSR2 (preemption, time limit): checkpointed; requeue and resume
+INTERRUPTED = 130  # SIGINT (Ctrl-C): the first checkpoints at the next step boundary; a second
+# aborts at once (no new checkpoint; --resume continues from the newest one)
+TERMINATED = 143  # SIGTERM (kill, scancel, a scheduler's stop without --signal): checkpointed
+STOPPED = (CHECKPOINTED, INTERRUPTED, TERMINATED)  # the codes of a stop on a signal
 
 # OS errors about a path the user gave (a missing file, a folder that is not writable ...): one
 # line and ERROR, like OPMaskInputError. Other OS errors (a lost connection, EIO) are not input.

@@ -42,12 +42,33 @@ class NonFiniteLossError(RuntimeError):
 
 
 class CheckpointedExit(Exception):
-    """ "Checkpoint now" was honoured at ``iteration``; the process should exit to be resumed."""
+    """ "Checkpoint now" was honoured at ``iteration``; the process should exit to be resumed.
 
-    def __init__(self, iteration: int, path: str, reason: str = ""):
+    ``signals``: the names of the signals that asked, on any rank (they choose ``code``);
+    ``line``: the one line for stderr."""
+
+    def __init__(self, iteration: int, path: str, reason: str = "", signals: list[str] = ()):
         why = f" ({reason})" if reason else ""
         super().__init__(f"checkpoint requested{why}, written at iteration {iteration}: {path}")
-        self.iteration, self.path = iteration, path
+        self.iteration, self.path, self.signals = iteration, path, list(signals)
+        self.code = preempt.code_for(self.signals)
+        self.line = (
+            f"stopped by {preempt.describe(self.signals)} at iteration {iteration}; "
+            f"checkpoint {path}; continue with --resume"
+        )
+
+
+class EvaluationStopped(Exception):
+    """A stop signal came during the evaluation of ``path`` (the evaluation was not finished;
+    the checkpoint is on disk). ``rerun``: the flag that runs it again."""
+
+    def __init__(self, path: str, signals: list[str], rerun: str = "--resume"):
+        self.path, self.signals, self.code = path, list(signals), preempt.code_for(signals)
+        self.line = (
+            f"stopped by {preempt.describe(signals)} during the evaluation, which was not "
+            f"finished; checkpoint {path} is on disk; {rerun} runs the evaluation again"
+        )
+        super().__init__(self.line)
 
 
 def train(cfg, run_dir: str, *, resume: bool, after_step: Callable | None = None) -> dict:
@@ -126,9 +147,10 @@ def train(cfg, run_dir: str, *, resume: bool, after_step: Callable | None = None
             )
             for tag, img in _roi_images(cfg, extras, batch, info) if vis else []:
                 events.log_image(tag, img, it)
-            if stop:
+            if stop:  # every rank agreed (step_sync): save, then exit with the signals' code
                 path = _save(ckpt, f"model_{it:07d}.pth", state(it))
-                raise CheckpointedExit(it, path, preempt.reason() or "on another rank")
+                why = preempt.reason() or "on another rank"
+                raise CheckpointedExit(it, path, why, signals=_signals_of_all_ranks())
             last = it + 1 == max_iter
             if not last and (it + 1) % cfg.SOLVER.CHECKPOINT_PERIOD == 0:
                 _save(ckpt, f"model_{it:07d}.pth", state(it), background=True)
@@ -136,7 +158,7 @@ def train(cfg, run_dir: str, *, resume: bool, after_step: Callable | None = None
                 events.log_eval(it, evaluator(model))
         if start_iter < max_iter:
             _save(ckpt, "model_final.pth", state(max_iter - 1))
-        results = evaluator(model)
+        results = _stoppable(evaluator, model, ckpt.path("model_final.pth"), "--resume")
         events.log_eval(max_iter - 1, results)
         return results
     finally:
@@ -165,7 +187,20 @@ def evaluate_only(cfg, run_dir: str) -> dict:
             f"nothing to evaluate: no valid checkpoint in {run_dir}/models "
             "and MODEL.WEIGHTS is empty"
         )
-    return Evaluator(cfg, info, run_dir)(model)
+    source = found[0] if found is not None else cfg.MODEL.WEIGHTS
+    return _stoppable(Evaluator(cfg, info, run_dir), model, source, "--eval-only")
+
+
+def _stoppable(evaluator: "Evaluator", model, path: str, rerun: str) -> dict:
+    """Evaluate; a stop signal ends it at once (no step boundary will come) with
+    :class:`EvaluationStopped` naming ``path``, the checkpoint that stays on disk."""
+    try:
+        with preempt.at_once():
+            return evaluator(model)
+    except preempt.Stopped as e:
+        if e.aborted:
+            raise
+        raise EvaluationStopped(path, e.signals, rerun) from None
 
 
 class Evaluator:
@@ -255,6 +290,11 @@ def _state(it: int, cfg, model, optimizer, scheduler, scaler) -> dict:
             "time": time.time(),
         },
     }
+
+
+def _signals_of_all_ranks() -> list[str]:
+    """The stop signals every rank received (a collective: call it on all ranks at once)."""
+    return [name for names in comm.all_gather_objects(preempt.signals()) for name in names]
 
 
 def _save(ckpt: Checkpointer, name: str, state: dict, background: bool = False) -> str:
