@@ -230,9 +230,10 @@ def _with_instances(dicts):
 
 
 def _aspect_flags(dicts) -> list[bool]:
-    """Per image, width >= height (its aspect group)."""
+    """Per image, width > height (its aspect group; squares are portrait, as Detectron2's
+    ``AspectRatioGroupedDataset``)."""
     if isinstance(dicts, list):
-        return [d["width"] >= d["height"] for d in dicts]
+        return [d["width"] > d["height"] for d in dicts]
     return dicts.aspect_flags().tolist()
 
 

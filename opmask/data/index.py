@@ -278,8 +278,8 @@ class DatasetIndex:
         return {"size": size, "counts": a["rle_runs"][lo:hi].tolist()}
 
     def aspect_flags(self) -> np.ndarray:
-        """(N,) bool: width >= height."""
-        return np.asarray(self.a["width"] >= self.a["height"])
+        """(N,) bool: width > height (landscape; squares are portrait, as Detectron2)."""
+        return np.asarray(self.a["width"] > self.a["height"])
 
     def has_instances(self) -> np.ndarray:
         """(N,) bool: the image has at least one non-crowd annotation."""

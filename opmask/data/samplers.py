@@ -47,7 +47,8 @@ class TrainingBatchSampler:
     aspect ratio (landscape vs portrait; a global batch holds one group).
 
     Args:
-        aspect_flags: per image, True when width >= height (its group).
+        aspect_flags: per image, True when width > height (its group; a square image is in
+            the portrait group, as in Detectron2's ``AspectRatioGroupedDataset``).
         batch_size: images per batch on this rank (the global batch is ``world_size`` times it).
         seed, rank, world_size: the stream's identity.
         start_iter: first batch to produce (resume).

@@ -63,7 +63,7 @@ def test_round_trip_cocolike(cocolike, tmp_path):
     assert any(not d["annotations"] for d in dicts)
     flags = [any(not a["iscrowd"] for a in d["annotations"]) for d in dicts]
     assert idx.has_instances().tolist() == flags
-    assert idx.aspect_flags().tolist() == [d["width"] >= d["height"] for d in dicts]
+    assert idx.aspect_flags().tolist() == [d["width"] > d["height"] for d in dicts]
     assert idx[-1] == dicts[-1] and list(idx[5:9]) == dicts[5:9]
     with pytest.raises(IndexError):
         idx[len(dicts)]
