@@ -28,7 +28,6 @@ import json
 import logging
 import math
 import os
-import shutil
 import sys
 
 import yaml
@@ -51,10 +50,12 @@ from opmask.utils.fs import atomic_write_bytes
 
 from .executor import (
     LaunchError,
+    NoCluster,
     Resources,
     add_resource_flags,
     check_partition,
     check_resource,
+    not_checked_note,
     resolve_resources,
     sbatch_script,
 )
@@ -118,9 +119,13 @@ def cmd_submit(args) -> int:
     names = run_names(overrides)  # identical points are refused before any config is loaded
     # What every point shares is checked once, before any point: the cluster and partition
     # (a dry run on a machine without SLURM leaves them unchecked and says so).
-    unchecked = args.dry_run and shutil.which("sinfo") is None
-    if not unchecked:
+    note = None
+    try:
         check_partition(res.partition)
+    except NoCluster as e:
+        if not args.dry_run:
+            raise
+        note = not_checked_note(res, e.reason)
     points = _points(spec, overrides, names, out, res, data_check=not args.no_data_check)
     manifest = {
         "name": spec["name"],
@@ -132,7 +137,7 @@ def cmd_submit(args) -> int:
     }
     request = _request(manifest, out, args)
     if args.dry_run:
-        return _dry_run(points, request, unchecked=unchecked)
+        return _dry_run(points, request, note=note)
     record = Manifest(manifest, out, refusal_hint=True)
     submit_points(points, request, record, data_check=False, resume=False)  # _points did
     print(
@@ -142,21 +147,18 @@ def cmd_submit(args) -> int:
     return 0
 
 
-def _dry_run(points: list[dict], request: Request, *, unchecked: bool) -> int:
+def _dry_run(points: list[dict], request: Request, *, note: str | None) -> int:
     """Print each point's run folder and overrides and the array's sbatch script (the points
     and the partition are checked as ``submit`` checks them); write and submit nothing.
-    ``unchecked``: no SLURM here, the partition was not asked about (one line on stderr)."""
+    ``note``: no SLURM cluster answers here, the partition was not asked about (the one line
+    printed on stderr)."""
     check_points(points, dataclasses.replace(request, local=True), data_check=False)
     for p in points:
         print(f"point {p['index']}: {p['run_dir']}  {' '.join(_opts(p['overrides']))}")
     array = len(points) if len(points) > 1 else None  # one point is a plain job, as submitted
     print(sbatch_script(request.folder, request.res, request.name, array))
-    if unchecked:
-        part = request.res.partition
-        what = f"partition {part!r}" if part else "the cluster's default partition"
-        print(
-            f"not checked here: {what} (no SLURM on this machine: sinfo not found)", file=sys.stderr
-        )
+    if note is not None:
+        print(note, file=sys.stderr)
     return 0
 
 

@@ -627,8 +627,10 @@ def _launcher_cases() -> list[Case]:
             "annotation file not found: /nope/a.json",
         ),
         Case(
-            "sweep dataset missing",
-            _sweep_file(grid={"DATASETS.TEST": ["('/nope/v.json:/nope',)"]}),
+            "sweep dataset missing",  # a dry run: no cluster to reach here, the data is checked
+            lambda ws: (
+                _sweep_file(grid={"DATASETS.TEST": ["('/nope/v.json:/nope',)"]})(ws) + ["--dry-run"]
+            ),
             1,
             "annotation file not found: /nope/v.json",
         ),
