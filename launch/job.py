@@ -4,9 +4,12 @@ semantics, and preemption/timeout handling.
 On submitit's USR2 (preemption, or the time limit approaching) the trainer is only *asked* for a
 checkpoint (``opmask.engine.preempt``); it writes one at the next step boundary on all ranks and
 exits with ``exit_codes.CHECKPOINTED``; only then is submitit's own handler run, which requeues the
-job (timeouts count against the requeue budget). Application errors (bad input, NaN) raise
-``ApplicationError``: recorded as FAILED, never requeued. Each attempt's outcome is appended to
-``RUN/attempts.jsonl`` so ``opmask-sweep status`` can tell the reasons apart.
+job (timeouts count against the requeue budget). SIGTERM (``scancel``, which SIGKILLs after the
+cluster's KillWait; submitit itself would ignore it) checkpoints the same way but is a
+cancellation: recorded as "cancelled", never requeued; a resubmission with resume continues.
+Application errors (bad input, NaN) raise ``ApplicationError``: recorded as FAILED, never
+requeued. Each attempt's outcome is appended to ``RUN/attempts.jsonl`` so ``opmask-sweep status``
+can tell the reasons apart.
 """
 
 from __future__ import annotations
@@ -30,15 +33,17 @@ class ApplicationError(RuntimeError):
 
 class _DeferredSignal:
     """Replaces submitit's USR2 handler: remember the signal and ask for a checkpoint. After the
-    trainer has checkpointed, :meth:`hand_over` runs submitit's handler (requeue and exit)."""
+    trainer has checkpointed, :meth:`hand_over` runs submitit's handler (requeue and exit).
+    Also makes SIGTERM a stop request for the whole job (submitit only logs it)."""
 
     def __init__(self, signum: int = signal.SIGUSR2):
         self.signum, self.original, self.received = signum, signal.getsignal(signum), False
         signal.signal(signum, self._handle)
+        signal.signal(signal.SIGTERM, preempt.handle)  # before and between the ranks' own
 
     def _handle(self, signum, frame) -> None:
         self.received = True
-        preempt.request(signal.Signals(signum).name)
+        preempt.handle(signum, frame)  # during the evaluation: stops it at once
 
     def reason(self) -> str:
         owner = getattr(self.original, "__self__", None)
@@ -54,6 +59,7 @@ def _meaning(code: int) -> str:
         exit_codes.ERROR: "bad input",
         exit_codes.NON_FINITE: "non-finite loss",
         exit_codes.BUG: "internal error",
+        exit_codes.PEER_FAILED: "another rank failed first",
     }
     return meanings.get(code, "a rank failed")
 
@@ -107,12 +113,17 @@ class TrainJob:
             device=self.device,
             timeout_min=self.dist_timeout_min,
         )
-        if code == exit_codes.CHECKPOINTED and deferred.received:
+        if code in exit_codes.STOPPED and deferred.received:  # a SIGTERM too changes nothing
             reason = deferred.reason()
             if main:
                 run.record_attempt(outcome=reason, iteration=run.last_iteration())
             deferred.hand_over()
             return {"run_dir": self.run_dir, "outcome": reason}
+        if code in exit_codes.STOPPED:  # scancel (SIGTERM), SIGINT, SIGUSR1: not requeued
+            outcome = "checkpointed" if code == exit_codes.CHECKPOINTED else "cancelled"
+            if main:
+                run.record_attempt(outcome=outcome, iteration=run.last_iteration(), exit_code=code)
+            return {"run_dir": self.run_dir, "outcome": outcome}
         if code != exit_codes.OK:
             if main:
                 run.record_attempt(outcome="application_error", exit_code=code)
