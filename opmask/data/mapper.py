@@ -101,6 +101,12 @@ class DatasetMapper:
         boxes *= torch.tensor([sx, sy, sx, sy])
         if flip:
             boxes = torch.stack([w - boxes[:, 2], boxes[:, 1], w - boxes[:, 0], boxes[:, 3]], 1)
+        # Clipped to the image, then empty boxes dropped, as Detectron2's
+        # transform_instance_annotations and filter_empty_instances (box side > 1e-5).
+        boxes = torch.minimum(boxes.clamp(min=0), torch.tensor([w, h, w, h], dtype=torch.float32))
+        keep = ((boxes[:, 2] - boxes[:, 0]) > 1e-5) & ((boxes[:, 3] - boxes[:, 1]) > 1e-5)
+        if not bool(keep.all()):
+            boxes, annos = boxes[keep], [a for a, k in zip(annos, keep.tolist()) if k]
         masks = [self._mask(a.get("segmentation"), size0, size, flip) for a in annos]
         has_mask = torch.tensor([m is not None for m in masks], dtype=torch.bool)
         inst = InstanceMasks(masks, (h, w))
