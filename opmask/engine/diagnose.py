@@ -10,9 +10,7 @@ from ..data.build import load_datasets, strong_ids_from_cfg
 from ..data.coco import DatasetError
 from ..data.mapper import DatasetMapper
 from ..evaluation.gt_boxes import gt_box_diagnostics
-from ..modeling import build_model
 from ..utils.fs import atomic_write_bytes
-from .checkpoint import CheckpointError, load_model_state
 from .run_dir import RunFolderError
 from .run_folder import RunFolder
 
@@ -35,11 +33,7 @@ def diagnose_run(run_dir: str) -> tuple[dict[str, float], str]:
             "test set)"
         )
     dicts, info = load_datasets(cfg.DATASETS.TEST[:1])
-    found = run.latest_checkpoint()
-    if found is None:
-        raise CheckpointError(f"{run_dir}/models: no valid checkpoint")
-    model = build_model(cfg)
-    load_model_state(model, found[1]["model"], found[0])
+    model, path, _ = run.load_model(cfg)
     mapper = DatasetMapper(
         is_train=True,
         min_sizes=[cfg.INPUT.MIN_SIZE_TEST],
@@ -51,5 +45,5 @@ def diagnose_run(run_dir: str) -> tuple[dict[str, float], str]:
     res = gt_box_diagnostics(model, dicts, mapper, strong)
     out = run.gt_box_diagnostics(info.name)
     os.makedirs(os.path.dirname(out), exist_ok=True)
-    atomic_write_bytes(out, json.dumps({"checkpoint": found[0], **res}, indent=1).encode())
+    atomic_write_bytes(out, json.dumps({"checkpoint": path, **res}, indent=1).encode())
     return res, out

@@ -5,11 +5,9 @@ from __future__ import annotations
 import os
 
 from ..config import load_config
-from ..modeling import build_model
 from ..modeling.weights import detectron2_file
 from ..utils.errors import OPMaskInputError
 from ..utils.fs import atomic_write_bytes
-from .checkpoint import CheckpointError, load_model_state
 from .run_dir import RunFolderError
 from .run_folder import RunFolder, owning_run
 
@@ -73,12 +71,7 @@ def export_run(
     if output is not None:
         check_output(output, overwrite=overwrite)
     cfg = load_config(run.config, ["MODEL.DEVICE", "cpu", "MODEL.WEIGHTS", ""])
-    found = run.latest_checkpoint()
-    if found is None:
-        raise CheckpointError(f"{run_dir}/models: no valid checkpoint")
-    path, state = found
-    model = build_model(cfg)
-    load_model_state(model, state["model"], path)
+    model, path, _ = run.load_model(cfg)
     if output is None:
         stem = os.path.splitext(os.path.basename(path))[0]
         output = run.export(f"{stem}_detectron2.pth")

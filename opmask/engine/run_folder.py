@@ -22,7 +22,7 @@ import json
 import os
 import time
 
-from .checkpoint import Checkpointer, periodic_iteration
+from .checkpoint import Checkpointer, CheckpointError, load_model_state, periodic_iteration
 
 # metrics.json: every line has ITERATION; a training line has TOTAL_LOSS, each loss_* term, LR,
 # TIME, DATA_TIME and ETA_SECONDS; an evaluation line has TASK/METRIC keys (eval_key).
@@ -148,6 +148,24 @@ class RunFolder:
             CheckpointError: checkpoint files exist but none is usable.
         """
         return self.checkpointer().load_latest_valid()
+
+    def load_model(self, cfg):
+        """The model ``cfg`` builds, holding this run's newest valid checkpoint (the one loader
+        of every tool: export, diagnose, predict); returns ``(model, path, iteration)``.
+
+        Raises:
+            CheckpointError: no valid checkpoint; CheckpointMismatchError: one that does not
+                match ``cfg`` (the first mismatched tensors and shapes named).
+        """
+        from ..modeling import build_model
+
+        found = self.latest_checkpoint()
+        if found is None:
+            raise CheckpointError(f"{self.models}: no valid checkpoint")
+        path, state = found
+        model = build_model(cfg)
+        load_model_state(model, state["model"], path)
+        return model, path, state.get("iteration")
 
     def last_iteration(self) -> int | None:
         """Iteration of the checkpoint ``last_checkpoint`` names, when it is a periodic one

@@ -21,7 +21,6 @@ from ..config import check_device, load_config
 from ..data.build import check_num_classes, load_datasets, strong_ids_from_cfg
 from ..data.coco import DatasetInfo
 from ..data.mapper import DatasetMapper
-from ..engine.checkpoint import CheckpointError
 from ..engine.run_dir import RunFolderError
 from ..engine.run_folder import RunFolder
 from ..evaluation.coco_eval import infer, predictions_to_coco
@@ -96,11 +95,7 @@ class Predictor:
         if not run.is_run():
             raise RunFolderError(f"{run_dir}: no {run.CONFIG} (not a run folder of opmask-train)")
         cfg = _config(run.config, device)
-        found = run.latest_checkpoint()
-        if found is None:
-            raise CheckpointError(f"{run_dir}: no valid checkpoint in {run.models}")
-        model = build_model(cfg)
-        model.load_state_dict(found[1]["model"])  # the checkpoint matches the run's config
+        model, _, _ = run.load_model(cfg)
         return cls(cfg, model, *class_info(cfg), score_threshold=score_threshold)
 
     @classmethod
