@@ -4,10 +4,13 @@ A dataset dict is ``{file_name, height, width, image_id, annotations}``; each an
 ``{bbox: [x0, y0, x1, y1] (absolute), category_id: contiguous 0..K-1, segmentation, iscrowd}``.
 
 Every field used is checked for type and value; an error names the file, the image id and the
-annotation id. Degenerate but well-formed instances (zero-size box, polygon of < 3 points) are
-dropped and counted, as Detectron2 does. What trains but deserves a word (polygons mostly outside
-their image, file names absolute or leading out of the image folder) is logged once per dataset
-and process (``DatasetInfo.warnings``). Paths in messages are escaped when not printable.
+annotation id. As Detectron2 v0.6 does, polygons of < 3 points are dropped (and an annotation left
+without one), and a zero-size box is kept: the training mapper drops it (empty once clipped), so
+an image whose only annotation it is trains as background instead of being filtered out as
+empty. Both are counted in ``DatasetInfo.dropped``. What trains but deserves a word (polygons
+mostly outside their image, file names absolute or leading out of the image folder) is logged once
+per dataset and process (``DatasetInfo.warnings``). Paths in messages are escaped when not
+printable.
 """
 
 from __future__ import annotations
@@ -243,21 +246,23 @@ def _annotation_problem(ann: dict, img: dict, id_map: dict) -> str | None:
 
 
 def _convert_annotation(ann: dict, img: dict, id_map: dict, json_file: str, dropped: Counter):
-    """One COCO annotation to our form, or None when degenerate (counted in ``dropped``)."""
+    """One COCO annotation to our form, or None without a valid polygon (counted in ``dropped``;
+    a zero-size box is counted there too but kept, for the mapper to drop, as Detectron2)."""
     problem = _annotation_problem(ann, img, id_map)
     if problem:
         raise DatasetError(f"{json_file}: image id {img['id']}, annotation {ann['id']}: {problem}")
     x, y, w, h = (float(v) for v in ann["bbox"])
-    if w <= 0 or h <= 0:
+    degenerate = w <= 0 or h <= 0
+    if degenerate:
         dropped["degenerate box"] += 1
-        return None
     segm = ann.get("segmentation")
     if is_polygon(segm):
         good = valid_polygons(segm)
-        if len(good) < len(segm):
+        if len(good) < len(segm) and not degenerate:
             dropped["degenerate polygon"] += len(segm) - len(good)
         if not good:
-            dropped["annotation without valid polygon"] += 1
+            if not degenerate:
+                dropped["annotation without valid polygon"] += 1
             return None
         segm = good
     return {

@@ -31,7 +31,7 @@ from .coco import DatasetError, DatasetInfo, load_coco_json, log_warnings
 
 logger = logging.getLogger(__name__)
 
-FORMAT_VERSION = 2  # 2: DatasetInfo.warnings in the header
+FORMAT_VERSION = 3  # 2: DatasetInfo.warnings in the header; 3: zero-size boxes kept
 MAGIC = b"OPMIDX01"
 ALIGN = 64
 SEG_NONE, SEG_POLYGON, SEG_RLE, SEG_RLE_LIST = 0, 1, 2, 3
