@@ -18,7 +18,7 @@ import struct
 import zlib
 
 import numpy as np
-from PIL import Image, UnidentifiedImageError
+from PIL import Image, ImageOps, UnidentifiedImageError
 
 from .coco import DatasetError, shown
 
@@ -79,8 +79,20 @@ def decode_reason(e: BaseException) -> str:
     return f"{type(e).__name__}: {e}" if str(e) else type(e).__name__
 
 
+EXIF_ORIENTATION = 0x0112
+
+
+def exif_oriented(im: Image.Image) -> Image.Image:
+    """``im`` turned upright by its EXIF Orientation tag (2..8), as Detectron2's ``read_image``
+    (``_apply_exif_orientation``); ``im`` itself when it has none (1, absent, no EXIF)."""
+    if im.getexif().get(EXIF_ORIENTATION, 1) in (2, 3, 4, 5, 6, 7, 8):
+        return ImageOps.exif_transpose(im)
+    return im
+
+
 def read_image(file_name: str, image_format: str) -> np.ndarray:
-    """(H, W, 3) uint8 in ``image_format`` channel order (RGB or BGR).
+    """(H, W, 3) uint8 in ``image_format`` channel order (RGB or BGR), upright by the EXIF
+    Orientation tag when the file has one (as Detectron2).
 
     Raises:
         DatasetError: the file cannot be opened or decoded (truncated, not an image, a
@@ -90,7 +102,7 @@ def read_image(file_name: str, image_format: str) -> np.ndarray:
     try:
         with Image.open(file_name) as im:
             im.load()
-            arr = to_rgb8(im)
+            arr = to_rgb8(exif_oriented(im))
     except DatasetError as e:
         raise DatasetError(f"cannot read image {shown(file_name)}: {e}") from None
     except DECODE_ERRORS as e:
