@@ -134,13 +134,14 @@ def train(cfg, run_dir: str, *, resume: bool, after_step: Callable | None = None
             clip_gradients(cfg, [p for g in optimizer.param_groups for p in g["params"]])
             scaler.step(optimizer)
             scaler.update()
+            lr = optimizer.param_groups[0]["lr"]  # the step's (Detectron2 logs it before stepping)
             scheduler.step()
             if after_step is not None:
                 after_step(it, model)
             events.log_train(
                 it,
                 scalars,
-                optimizer.param_groups[0]["lr"],
+                lr,
                 time.perf_counter() - t0,
                 t_data,
                 console=(it + 1) % cfg.EXP.PRINT_PERIOD == 0 or it == start_iter,

@@ -64,6 +64,14 @@ def test_run_folder_contents(tiny_run):
     assert "eta:" in log and "iter: 6/6" in log and "segm_weak" in log
 
 
+def test_logged_lr_is_the_one_each_step_used(tiny_run):
+    """Detectron2 logs ``lr`` before ``scheduler.step()``: iteration ``it`` shows the rate its
+    optimizer step used. TINY: BASE_LR 0.01, linear warm-up over 2 iterations from factor 0.001
+    (``0.001 * (1 - it / 2) + it / 2``), x0.1 from iteration 4."""
+    lrs = [m["lr"] for m in _metrics(tiny_run[0]) if "total_loss" in m]
+    assert lrs == pytest.approx([1e-5, 0.005005, 0.01, 0.01, 0.001, 0.001], rel=1e-12)
+
+
 def test_tensorboard_reader_sees_scalars_and_omp_images(tiny_run):
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
