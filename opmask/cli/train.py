@@ -26,9 +26,11 @@ examples:
 
 Flags go before the KEY VALUE overrides (a flag after them is refused: exit 2).
 
-exit codes: 0 done; 1 bad input (config, dataset, weights, output folder); 2 bad command line;
-3 non-finite loss; 4 internal error (a bug: traceback on stderr); 75 stopped after a requested
-checkpoint (SIGUSR1 / preemption): rerun with --resume.
+exit codes: 0 done; 1 bad input (config, dataset, image, weights, output folder); 2 bad command
+line; 3 non-finite loss; 4 internal error (a bug: traceback on stderr); 5 (a rank only) stopped
+because another rank failed; after a checkpoint at the next step boundary: 75 SIGUSR1/preemption
+(requeue), 130 Ctrl-C (a second Ctrl-C aborts at once), 143 SIGTERM -- continue with --resume;
+128+N a rank was killed by signal N.
 """
 
 
