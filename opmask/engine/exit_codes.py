@@ -56,10 +56,15 @@ def run_command(
 
     Bad input (:func:`is_input_error`) prints ``PROG: error: MESSAGE`` on stderr (only when
     ``report_input``: e.g. only the main rank) and returns ERROR; any other ``Exception`` prints
-    its traceback and returns BUG. ``SystemExit`` and ``KeyboardInterrupt`` pass through.
+    its traceback and returns BUG. A Ctrl-C that reaches it (before training installs its own
+    handler, e.g. while the inputs are checked, or in a short command) is one line and
+    INTERRUPTED. ``SystemExit`` passes through.
     """
     try:
         code = fn(*args, **kwargs)
+    except KeyboardInterrupt:
+        print(f"{prog}: interrupted (Ctrl-C)", file=sys.stderr, flush=True)
+        return INTERRUPTED
     except Exception as e:
         if is_input_error(e):
             if report_input:
