@@ -251,8 +251,12 @@ def _seed_everything(seed: int) -> None:
 def _wrap(model, device: torch.device):
     if comm.get_world_size() == 1:
         return model
+    # broadcast_buffers=False as Detectron2's DefaultTrainer: each rank keeps its own BN running
+    # statistics (rank 0's, the ones checkpointed, are the same either way).
     return DistributedDataParallel(
-        model, device_ids=[device.index] if device.type == "cuda" else None
+        model,
+        device_ids=[device.index] if device.type == "cuda" else None,
+        broadcast_buffers=False,
     )
 
 
