@@ -8,7 +8,7 @@ boxes (opmask-diagnose), prints the comparison and writes it to
 iterations (default 300; boxes of all classes, masks of the strong classes only, never a
 weak-class mask) and both models start from its backbone + FPN: the CPU analogue of the paper's
 ImageNet start, without which OPMask's CAM box head learns classes that are not told by colour
-too slowly (README, "What the demo shows"). Re-running it continues or reuses the runs already in
+too slowly (docs/results.md). Re-running it continues or reuses the runs already in
 OUT (``--resume`` semantics), so an interrupted demo loses nothing.
 """
 
