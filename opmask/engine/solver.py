@@ -36,14 +36,19 @@ def lr_factor(
     warmup_factor: float,
     warmup_method: str = "linear",
 ) -> float:
-    """LR multiplier at iteration ``it``: warmup, then ``gamma`` per passed step."""
-    factor = gamma ** bisect.bisect_right(list(steps), it)
+    """LR multiplier at iteration ``it``: ``gamma`` per passed step, and during the warm-up, as
+    Detectron2 v0.6's ``WarmupParamScheduler``, ``warmup_factor`` times the iteration-0 value
+    (constant), or linear from there to the value at ``warmup_iters``: a step inside the warm-up
+    lowers the line's end instead of cutting the line."""
+    steps = list(steps)
     if it < warmup_iters:
+        start = warmup_factor * gamma ** bisect.bisect_right(steps, 0)
         if warmup_method == "constant":
-            return factor * warmup_factor
+            return start
+        end = gamma ** bisect.bisect_right(steps, warmup_iters)
         alpha = it / warmup_iters
-        return factor * (warmup_factor * (1 - alpha) + alpha)
-    return factor
+        return start * (1 - alpha) + end * alpha
+    return gamma ** bisect.bisect_right(steps, it)
 
 
 def build_lr_scheduler(cfg, optimizer) -> torch.optim.lr_scheduler.LambdaLR:

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from opmask.config import get_cfg, load_config
-from opmask.engine.solver import clip_gradients
+from opmask.engine.solver import clip_gradients, lr_factor
 from tests.conftest import SHAPES_OPMASK
 
 
@@ -65,3 +65,20 @@ def test_shapes_demo_clips_the_global_norm():
     cfg = load_config(SHAPES_OPMASK, [])
     assert cfg.SOLVER.CLIP_GRADIENTS.ENABLED
     assert cfg.SOLVER.CLIP_GRADIENTS.CLIP_TYPE == "full_model"
+
+
+def test_step_inside_the_warmup_lowers_the_line_end():
+    """Detectron2 v0.6 (``WarmupParamScheduler``): linear from WARMUP_FACTOR x the iteration-0
+    value (0.001) to the value at WARMUP_ITERS (0.1, after the step at 5), then the steps."""
+    kw = dict(steps=(5,), gamma=0.1, warmup_iters=10, warmup_factor=0.001)
+    got = [lr_factor(it, **kw) for it in (0, 2, 4, 6, 8, 10, 11)]
+    assert got == pytest.approx([0.001, 0.0208, 0.0406, 0.0604, 0.0802, 0.1, 0.1], rel=1e-12)
+    constant = [lr_factor(it, warmup_method="constant", **kw) for it in (0, 6, 9, 10)]
+    assert constant == pytest.approx([0.001, 0.001, 0.001, 0.1], rel=1e-12)
+
+
+def test_warmup_without_a_step_inside():
+    """The usual case: 0.001 x (1 - it/1000) + it/1000, then x0.1 at each step."""
+    kw = dict(steps=(60000, 80000), gamma=0.1, warmup_iters=1000, warmup_factor=0.001)
+    got = [lr_factor(it, **kw) for it in (0, 500, 999, 1000, 59999, 60000, 80000)]
+    assert got == pytest.approx([0.001, 0.5005, 0.999001, 1.0, 1.0, 0.1, 0.01], rel=1e-12)
