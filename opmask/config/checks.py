@@ -292,6 +292,7 @@ CHECKS: dict[str, Check] = {
     "EXP.PRINT_PERIOD": period(off=False),
     "EXP.FOLDER_NAME": text(nonempty=True),
     "EXP.VIS_ROIS": NONNEG,
+    "EXP.VIS_PREDICTIONS": NONNEG,
     "EXP.HPARAMS": seq(text(nonempty=True)),
 }
 

@@ -166,4 +166,5 @@ _C.EXP.TRAINER = "General"  # kept for compatibility with the original configs
 _C.EXP.PRINT_PERIOD = 20  # log every N iterations
 _C.EXP.FOLDER_NAME = "OPMask"  # run folders live in OUTPUT_DIR/FOLDER_NAME
 _C.EXP.VIS_ROIS = 4  # RoIs shown per VIS_PERIOD image
+_C.EXP.VIS_PREDICTIONS = 4  # test images drawn with predictions at each evaluation (0: off)
 _C.EXP.HPARAMS = []  # keys recorded as TensorBoard HParams besides the key ones (sweep: varied)

@@ -248,14 +248,20 @@ def _pin(cfg) -> bool:
     return cfg.MODEL.DEVICE != "cpu" and torch.cuda.is_available()
 
 
-def build_test_loader(cfg, dicts: list[dict], *, rank: int = 0, world_size: int = 1) -> Loader:
-    """Batch-1 loader over this rank's shard (images rank, rank + world, ...)."""
-    mapper = DatasetMapper(
+def build_test_mapper(cfg) -> DatasetMapper:
+    """The evaluation's mapper (test resize, no augmentation); the predictor and the
+    TensorBoard overlays map images with it too."""
+    return DatasetMapper(
         is_train=False,
         min_sizes=[cfg.INPUT.MIN_SIZE_TEST],
         max_size=cfg.INPUT.MAX_SIZE_TEST,
         image_format=cfg.INPUT.FORMAT,
     )
+
+
+def build_test_loader(cfg, dicts: list[dict], *, rank: int = 0, world_size: int = 1) -> Loader:
+    """Batch-1 loader over this rank's shard (images rank, rank + world, ...)."""
+    mapper = build_test_mapper(cfg)
     shard = list(range(rank, len(dicts), world_size))
     return Loader(
         MapDataset(dicts, mapper),

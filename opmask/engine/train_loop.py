@@ -15,6 +15,7 @@ from torch.nn.parallel import DistributedDataParallel
 
 from ..data.build import (
     build_test_loader,
+    build_test_mapper,
     build_train_loader,
     check_num_classes,
     load_datasets,
@@ -32,7 +33,7 @@ from .checkpoint import Checkpointer, CheckpointError, capture_rng, restore_rng
 from .events import EventWriter, hparams_from_cfg
 from .run_folder import RunFolder
 from .solver import build_lr_scheduler, build_optimizer, clip_gradients
-from .vis import roi_triptychs
+from .vis import prediction_overlays, roi_triptychs
 
 logger = logging.getLogger("opmask.train")
 
@@ -156,11 +157,11 @@ def train(cfg, run_dir: str, *, resume: bool, after_step: Callable | None = None
             if not last and (it + 1) % cfg.SOLVER.CHECKPOINT_PERIOD == 0:
                 _save(ckpt, f"model_{it:07d}.pth", state(it), background=True)
             if not last and cfg.TEST.EVAL_PERIOD and (it + 1) % cfg.TEST.EVAL_PERIOD == 0:
-                events.log_eval(it, evaluator(model))
+                _log_evaluation(events, it, evaluator(model), evaluator, model)
         if start_iter < max_iter:
             _save(ckpt, "model_final.pth", state(max_iter - 1))
         results = _stoppable(evaluator, model, ckpt.path("model_final.pth"), "--resume")
-        events.log_eval(max_iter - 1, results)
+        _log_evaluation(events, max_iter - 1, results, evaluator, model)
         return results
     finally:
         ckpt.close()  # any exit waits for a background checkpoint write
@@ -234,8 +235,25 @@ class Evaluator:
             out.update(res if len(self.sets) == 1 else {f"{name}/{k}": v for k, v in res.items()})
         return out
 
+    def overlays(self, model) -> list[tuple[str, torch.Tensor]]:
+        """``(tag, (3, H, W) uint8)``: the first ``EXP.VIS_PREDICTIONS`` images of the first test
+        set with the model's predictions drawn (the same images at every evaluation)."""
+        if not self.sets or not self.cfg.EXP.VIS_PREDICTIONS or not comm.is_main_process():
+            return []
+        _, dicts, info, strong = self.sets[0]
+        shown = dicts[: self.cfg.EXP.VIS_PREDICTIONS]
+        images = prediction_overlays(model, shown, build_test_mapper(self.cfg), info, strong)
+        return [(f"predictions/{d['image_id']}", img) for d, img in zip(shown, images)]
+
 
 # ---------------------------------------------------------------------- helpers of the loop
+def _log_evaluation(events: EventWriter, it: int, results: dict, evaluator, model) -> None:
+    """An evaluation's metrics, and its prediction overlays for TensorBoard."""
+    events.log_eval(it, results)
+    for tag, img in evaluator.overlays(model):
+        events.log_image(tag, img, it)
+
+
 def _roi_images(cfg, extras: dict, batch: list[dict], info: DatasetInfo) -> list:
     images = [x["image"] for x in batch]
     bgr = cfg.INPUT.FORMAT == "BGR"

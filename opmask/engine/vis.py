@@ -1,14 +1,23 @@
-"""TensorBoard pictures like the paper's figures: per sampled foreground RoI, the RoI's image
-crop | OMP | predicted mask | GT mask, under a caption with the class name and whether the class
-is strong (mask-supervised) or weak."""
+"""Pictures of what the model does, for TensorBoard and ``opmask-predict``: per sampled
+foreground RoI, the RoI's image crop | OMP | predicted mask | GT mask, under a caption with the
+class name and whether the class is strong (mask-supervised) or weak; and prediction overlays
+(masks, boxes, class names and scores; weak classes in cool colours), drawn with torchvision's
+drawing functions and Pillow for text."""
 
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 import numpy as np
 import torch
 import torch.nn.functional as F
-from PIL import Image, ImageDraw
+from PIL import Image, ImageDraw, ImageFont
 from torchvision.ops import roi_align
+from torchvision.utils import draw_bounding_boxes, draw_segmentation_masks
+
+from ..data.coco import DatasetInfo
+from ..data.images import read_image
+from ..evaluation.coco_eval import infer
 
 PANEL = 112  # pixels per column (the 28x28 mask scaled 4x)
 CAPTION = 14  # caption strip height
@@ -93,3 +102,147 @@ def _caption(extras: dict, i: int, class_names: list[str] | None, width: int) ->
     strip = Image.new("RGB", (width, CAPTION), "black")
     ImageDraw.Draw(strip).text((3, 1), f"{name}{kind}   image | OMP | mask | GT", fill="white")
     return torch.from_numpy(np.asarray(strip).copy()).permute(2, 0, 1).float() / 255.0
+
+
+# ---------------------------------------------------------------------- predictions
+@dataclass
+class Detections:
+    """One image's detections in the input image's pixels, best score first.
+
+    ``boxes`` (D, 4) float32 x0, y0, x1, y1; ``scores`` (D,) float32; ``labels`` (D,) the model's
+    labels 1..K; ``category_ids`` (D,) the dataset's (COCO) category ids; ``class_names`` D
+    names; ``weak`` (D,) bool, the class had box labels only in training (not in the run's
+    strong split); ``masks`` (D, H, W) bool (None for a model without a mask head); ``priors``
+    (D, H, W) float32 in [0, 1], each detection's object mask prior pasted into its box (only
+    when asked for, and only for OPMask models).
+    """
+
+    boxes: np.ndarray
+    scores: np.ndarray
+    labels: np.ndarray
+    category_ids: np.ndarray
+    class_names: list[str]
+    weak: np.ndarray
+    masks: np.ndarray | None
+    priors: np.ndarray | None = None
+
+    def __len__(self) -> int:
+        return len(self.boxes)
+
+
+# Strong classes in warm colours, weak (box-only) classes in cool ones.
+STRONG_COLOURS = [(230, 25, 75), (245, 130, 48), (255, 225, 25), (240, 50, 230), (170, 110, 40)]
+WEAK_COLOURS = [(0, 130, 200), (70, 240, 240), (60, 180, 75), (145, 30, 180), (0, 128, 128)]
+LEGEND = "warm colours: strong classes (masks in training)   cool colours, (weak): box-only classes"
+MASK_ALPHA = 0.5
+
+
+def colour_of(label: int, weak: bool) -> tuple[int, int, int]:
+    palette = WEAK_COLOURS if weak else STRONG_COLOURS
+    return palette[int(label) % len(palette)]
+
+
+def caption(name: str, weak: bool, score: float | None) -> str:
+    """``dog (weak) 0.87``; no score for ground truth."""
+    text = f"{name} (weak)" if weak else name
+    return text if score is None else f"{text} {score:.2f}"
+
+
+def draw_detections(image: np.ndarray, dets: Detections, *, scores: bool = True) -> np.ndarray:
+    """(H, W, 3) uint8: ``image`` with each detection's mask (alpha MASK_ALPHA), box and caption
+    in its class colour; weak classes in the cool colours with a thinner box and "(weak)"."""
+    out = torch.from_numpy(np.array(image, np.uint8)).permute(2, 0, 1)  # a writable copy
+    if not len(dets):
+        return np.ascontiguousarray(image)
+    colours = [colour_of(c, w) for c, w in zip(dets.labels, dets.weak)]
+    if dets.masks is not None:
+        masks = torch.from_numpy(dets.masks)
+        out = draw_segmentation_masks(out, masks, alpha=MASK_ALPHA, colors=colours)
+    boxes = torch.from_numpy(dets.boxes)
+    texts = [
+        caption(n, bool(w), float(s) if scores else None)
+        for n, w, s in zip(dets.class_names, dets.weak, dets.scores)
+    ]
+    for weak, width in ((False, 2), (True, 1)):
+        rows = [i for i in range(len(dets)) if bool(dets.weak[i]) == weak]
+        if rows:
+            out = draw_bounding_boxes(
+                out,
+                boxes[rows],
+                labels=[texts[i] for i in rows],
+                colors=[colours[i] for i in rows],
+                width=width,
+            )
+    return np.ascontiguousarray(out.permute(1, 2, 0).numpy())
+
+
+def draw_priors(image: np.ndarray, dets: Detections) -> np.ndarray:
+    """(H, W, 3) uint8: each detection's object mask prior (its maximum where boxes overlap) as
+    the red channel over a dimmed grey image, with the boxes."""
+    grey = image.astype(np.float32).mean(axis=2, keepdims=True) * 0.4
+    heat = np.zeros(image.shape[:2], np.float32)
+    if dets.priors is not None and len(dets):
+        heat = dets.priors.max(axis=0)
+    panel = np.concatenate([grey + heat[..., None] * 153, grey, grey], axis=2)
+    panel = np.clip(panel, 0, 255).astype(np.uint8)
+    if not len(dets):
+        return panel
+    boxes = torch.from_numpy(dets.boxes)
+    colours = [colour_of(c, w) for c, w in zip(dets.labels, dets.weak)]
+    out = draw_bounding_boxes(torch.from_numpy(panel).permute(2, 0, 1), boxes, colors=colours)
+    return np.ascontiguousarray(out.permute(1, 2, 0).numpy())
+
+
+def compose(panels: list[np.ndarray], legend: str = LEGEND) -> Image.Image:
+    """Panels side by side (4 px apart) above one line of legend text."""
+    font = ImageFont.load_default()
+    h = max(p.shape[0] for p in panels)
+    w = sum(p.shape[1] for p in panels) + 4 * (len(panels) - 1)
+    text_w = int(ImageDraw.Draw(Image.new("RGB", (1, 1))).textlength(legend, font=font))
+    canvas = Image.new("RGB", (max(w, text_w + 8), h + 16), (255, 255, 255))
+    x = 0
+    for p in panels:
+        canvas.paste(Image.fromarray(p), (x, 0))
+        x += p.shape[1] + 4
+    ImageDraw.Draw(canvas).text((4, h + 3), legend, fill=(0, 0, 0), font=font)
+    return canvas
+
+
+def detections_of(out: dict, info: DatasetInfo, strong_ids) -> Detections:
+    """The :class:`Detections` of one model output (an inference dict on the CPU, in the input
+    image's pixels); ``strong_ids``: category ids with mask labels in training."""
+    strong = set(int(c) for c in strong_ids)
+    labels = out["labels"].numpy()
+    cats = np.array([info.category_id(int(c)) for c in labels], dtype=np.int64)
+    masks = out.get("masks")
+    return Detections(
+        boxes=out["boxes"].float().numpy(),
+        scores=out["scores"].float().numpy(),
+        labels=labels,
+        category_ids=cats,
+        class_names=[info.thing_classes[int(c) - 1] for c in labels],
+        weak=np.array([int(c) not in strong for c in cats], dtype=bool),
+        masks=None if masks is None else masks[:, 0].numpy(),
+        priors=out["priors"].numpy() if "priors" in out else None,
+    )
+
+
+def above(out: dict, threshold: float) -> dict:
+    """``out`` (an inference dict) with the detections scoring >= ``threshold``, on the CPU."""
+    keep = out["scores"] >= threshold
+    return {k: v[keep].cpu() for k, v in out.items()}
+
+
+OVERLAY_SCORE = 0.5  # the detections drawn in TensorBoard (opmask-predict's default threshold)
+
+
+def prediction_overlays(model, dicts: list[dict], mapper, info: DatasetInfo, strong_ids) -> list:
+    """For each dataset dict (the same images at every evaluation): its image with the model's
+    detections scoring >= OVERLAY_SCORE drawn on it, (3, H, W) uint8 for TensorBoard."""
+    out = []
+    for d in dicts:
+        (pred,) = infer(model, [mapper(d)])
+        dets = detections_of(above(pred, OVERLAY_SCORE), info, strong_ids)
+        image = read_image(d["file_name"], "RGB")
+        out.append(torch.from_numpy(draw_detections(image, dets)).permute(2, 0, 1))
+    return out

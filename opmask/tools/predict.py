@@ -10,19 +10,21 @@ paste), and the overlay drawing (torchvision's drawing functions, Pillow for tex
 from __future__ import annotations
 
 import contextlib
-from dataclasses import dataclass
 
 import numpy as np
 import torch
-from PIL import Image, ImageDraw, ImageFont
-from torchvision.utils import draw_bounding_boxes, draw_segmentation_masks
 
 from ..config import check_device, load_config
-from ..data.build import check_num_classes, load_datasets, strong_ids_from_cfg
+from ..data.build import (
+    build_test_mapper,
+    check_num_classes,
+    load_datasets,
+    strong_ids_from_cfg,
+)
 from ..data.coco import DatasetInfo
-from ..data.mapper import DatasetMapper
 from ..engine.run_dir import RunFolderError
 from ..engine.run_folder import RunFolder
+from ..engine.vis import Detections, above, detections_of
 from ..evaluation.coco_eval import infer, predictions_to_coco
 from ..modeling import build_model
 from ..modeling.mask_paste import paste_masks_in_image
@@ -33,31 +35,6 @@ from ..utils.errors import OPMaskInputError
 
 class PredictError(OPMaskInputError):
     """The predictor cannot do what was asked with this model or input."""
-
-
-@dataclass
-class Detections:
-    """One image's detections in the input image's pixels, best score first.
-
-    ``boxes`` (D, 4) float32 x0, y0, x1, y1; ``scores`` (D,) float32; ``labels`` (D,) the model's
-    labels 1..K; ``category_ids`` (D,) the dataset's (COCO) category ids; ``class_names`` D
-    names; ``weak`` (D,) bool, the class had box labels only in training (not in the run's
-    strong split); ``masks`` (D, H, W) bool (None for a model without a mask head); ``priors``
-    (D, H, W) float32 in [0, 1], each detection's object mask prior pasted into its box (only
-    when asked for, and only for OPMask models).
-    """
-
-    boxes: np.ndarray
-    scores: np.ndarray
-    labels: np.ndarray
-    category_ids: np.ndarray
-    class_names: list[str]
-    weak: np.ndarray
-    masks: np.ndarray | None
-    priors: np.ndarray | None = None
-
-    def __len__(self) -> int:
-        return len(self.boxes)
 
 
 class Predictor:
@@ -76,12 +53,7 @@ class Predictor:
         self.cfg, self.model, self.info = cfg, model.eval(), info
         self.strong_ids = set(int(c) for c in strong_ids)
         self.score_threshold = float(score_threshold)
-        self.mapper = DatasetMapper(  # the evaluation's test mapper (data.build_test_loader)
-            is_train=False,
-            min_sizes=[cfg.INPUT.MIN_SIZE_TEST],
-            max_size=cfg.INPUT.MAX_SIZE_TEST,
-            image_format=cfg.INPUT.FORMAT,
-        )
+        self.mapper = build_test_mapper(cfg)  # the evaluation's
 
     # ------------------------------------------------------------------ construction
     @classmethod
@@ -144,26 +116,14 @@ class Predictor:
             with _captured_mask_inputs(self.model) as seen:
                 outs = infer(self.model, batch)
             outs = [_with_priors(o, x, *s) for o, x, s in zip(outs, batch, _per_image(seen, batch))]
-        return [_above(o, self.score_threshold) for o in outs]
+        return [above(o, self.score_threshold) for o in outs]
 
     def coco_results(self, output: dict, image_id) -> list[dict]:
         """COCO result entries of one output (``outputs``), as the evaluation writes them."""
         return predictions_to_coco(output, image_id, self.info.category_id)
 
     def detections(self, out: dict) -> Detections:
-        labels = out["labels"].numpy()
-        cats = np.array([self.info.category_id(int(c)) for c in labels], dtype=np.int64)
-        masks = out.get("masks")
-        return Detections(
-            boxes=out["boxes"].float().numpy(),
-            scores=out["scores"].float().numpy(),
-            labels=labels,
-            category_ids=cats,
-            class_names=[self.info.thing_classes[int(c) - 1] for c in labels],
-            weak=np.array([int(c) not in self.strong_ids for c in cats], dtype=bool),
-            masks=None if masks is None else masks[:, 0].numpy(),
-            priors=out["priors"].numpy() if "priors" in out else None,
-        )
+        return detections_of(out, self.info, self.strong_ids)
 
     @property
     def has_prior(self) -> bool:
@@ -193,11 +153,6 @@ def class_info(cfg) -> tuple[DatasetInfo, list[int]]:
     _, info = load_datasets(cfg.DATASETS.TRAIN[:1], cache_dir=cfg.DATASETS.CACHE_DIR)
     check_num_classes(cfg, info)
     return info, strong_ids_from_cfg(cfg, info)
-
-
-def _above(out: dict, threshold: float) -> dict:
-    keep = out["scores"] >= threshold
-    return {k: v[keep].cpu() for k, v in out.items()}
 
 
 # ---------------------------------------------------------------------- the object mask prior
@@ -241,82 +196,3 @@ def _with_priors(out: dict, x: dict, boxes, prior) -> dict:
     out = dict(out)
     out["priors"] = paste_masks_in_image(kept["prior"], out["boxes"], original, threshold=None)
     return out
-
-
-# ---------------------------------------------------------------------- drawing
-# Strong classes in warm colours, weak (box-only) classes in cool ones.
-STRONG_COLOURS = [(230, 25, 75), (245, 130, 48), (255, 225, 25), (240, 50, 230), (170, 110, 40)]
-WEAK_COLOURS = [(0, 130, 200), (70, 240, 240), (60, 180, 75), (145, 30, 180), (0, 128, 128)]
-LEGEND = "warm colours: strong classes (masks in training)   cool colours, (weak): box-only classes"
-MASK_ALPHA = 0.5
-
-
-def colour_of(label: int, weak: bool) -> tuple[int, int, int]:
-    palette = WEAK_COLOURS if weak else STRONG_COLOURS
-    return palette[int(label) % len(palette)]
-
-
-def caption(name: str, weak: bool, score: float | None) -> str:
-    """``dog (weak) 0.87``; no score for ground truth."""
-    text = f"{name} (weak)" if weak else name
-    return text if score is None else f"{text} {score:.2f}"
-
-
-def draw_detections(image: np.ndarray, dets: Detections, *, scores: bool = True) -> np.ndarray:
-    """(H, W, 3) uint8: ``image`` with each detection's mask (alpha MASK_ALPHA), box and caption
-    in its class colour; weak classes in the cool colours with a thinner box and "(weak)"."""
-    out = torch.from_numpy(np.array(image, np.uint8)).permute(2, 0, 1)  # a writable copy
-    if not len(dets):
-        return np.ascontiguousarray(image)
-    colours = [colour_of(c, w) for c, w in zip(dets.labels, dets.weak)]
-    if dets.masks is not None:
-        masks = torch.from_numpy(dets.masks)
-        out = draw_segmentation_masks(out, masks, alpha=MASK_ALPHA, colors=colours)
-    boxes = torch.from_numpy(dets.boxes)
-    texts = [
-        caption(n, bool(w), float(s) if scores else None)
-        for n, w, s in zip(dets.class_names, dets.weak, dets.scores)
-    ]
-    for weak, width in ((False, 2), (True, 1)):
-        rows = [i for i in range(len(dets)) if bool(dets.weak[i]) == weak]
-        if rows:
-            out = draw_bounding_boxes(
-                out,
-                boxes[rows],
-                labels=[texts[i] for i in rows],
-                colors=[colours[i] for i in rows],
-                width=width,
-            )
-    return np.ascontiguousarray(out.permute(1, 2, 0).numpy())
-
-
-def draw_priors(image: np.ndarray, dets: Detections) -> np.ndarray:
-    """(H, W, 3) uint8: each detection's object mask prior (its maximum where boxes overlap) as
-    the red channel over a dimmed grey image, with the boxes."""
-    grey = image.astype(np.float32).mean(axis=2, keepdims=True) * 0.4
-    heat = np.zeros(image.shape[:2], np.float32)
-    if dets.priors is not None and len(dets):
-        heat = dets.priors.max(axis=0)
-    panel = np.concatenate([grey + heat[..., None] * 153, grey, grey], axis=2)
-    panel = np.clip(panel, 0, 255).astype(np.uint8)
-    if not len(dets):
-        return panel
-    boxes = torch.from_numpy(dets.boxes)
-    colours = [colour_of(c, w) for c, w in zip(dets.labels, dets.weak)]
-    out = draw_bounding_boxes(torch.from_numpy(panel).permute(2, 0, 1), boxes, colors=colours)
-    return np.ascontiguousarray(out.permute(1, 2, 0).numpy())
-
-
-def compose(panels: list[np.ndarray], legend: str = LEGEND) -> Image.Image:
-    """Panels side by side (4 px apart) above one line of legend text."""
-    font = ImageFont.load_default()
-    h = max(p.shape[0] for p in panels)
-    w = sum(p.shape[1] for p in panels) + 4 * (len(panels) - 1)
-    text_w = int(ImageDraw.Draw(Image.new("RGB", (1, 1))).textlength(legend, font=font))
-    canvas = Image.new("RGB", (max(w, text_w + 8), h + 16), (255, 255, 255))
-    x = 0
-    for p in panels:
-        canvas.paste(Image.fromarray(p), (x, 0))
-        x += p.shape[1] + 4
-    ImageDraw.Draw(canvas).text((4, h + 3), legend, fill=(0, 0, 0), font=font)
-    return canvas

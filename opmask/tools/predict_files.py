@@ -21,15 +21,9 @@ from pycocotools.coco import COCO
 from ..data.catalog import BUILTIN, resolve
 from ..data.coco import DatasetError
 from ..data.images import DECODE_ERRORS, decode_reason, to_rgb8
+from ..engine.vis import Detections, compose, draw_detections, draw_priors
 from ..utils.fs import atomic_write_bytes
-from .predict import (
-    Detections,
-    PredictError,
-    Predictor,
-    compose,
-    draw_detections,
-    draw_priors,
-)
+from .predict import PredictError, Predictor
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp")
 RESULTS = "coco_instances_results.json"  # the COCO results of all images, in --output

@@ -13,15 +13,9 @@ from pycocotools.coco import COCO
 
 from opmask.cli.predict import main
 from opmask.data.build import build_test_loader, load_datasets, strong_ids_from_cfg
+from opmask.engine.vis import MASK_ALPHA, colour_of, compose, draw_detections, draw_priors
 from opmask.evaluation.coco_eval import evaluate, evaluate_results
-from opmask.tools.predict import (
-    MASK_ALPHA,
-    Predictor,
-    colour_of,
-    compose,
-    draw_detections,
-    draw_priors,
-)
+from opmask.tools.predict import Predictor
 from opmask.tools.predict_files import RESULTS, GroundTruth, read_rgb
 
 from ..tools.test_predict import make_run

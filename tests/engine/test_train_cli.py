@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 import math
 import socket
@@ -10,7 +11,9 @@ import sys
 import time
 import urllib.request
 
+import numpy as np
 import pytest
+from PIL import Image
 
 from tests.conftest import SHAPES_OPMASK, TINY, run_cli
 
@@ -32,10 +35,11 @@ def train_args(out_dir, *flags, opts=()):
 
 @pytest.fixture(scope="module")
 def tiny_run(datasets_root, tmp_path_factory):
-    """One 6-iteration training run: (run folder, completed process)."""
+    """One 6-iteration training run, evaluated after iterations 2 and 5: (run folder, completed
+    process)."""
     work = tmp_path_factory.mktemp("run")
     run_dir = work / "run"
-    proc = run_cli(train_args(run_dir), datasets_root, str(work))
+    proc = run_cli(train_args(run_dir, opts=["TEST.EVAL_PERIOD", "3"]), datasets_root, str(work))
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     return run_dir, proc
 
@@ -95,6 +99,38 @@ def test_tensorboard_reader_sees_scalars_and_omp_images(tiny_run):
     shots = acc.Images("image_omp_mask_gt/roi0")
     assert [s.step for s in shots] == [0, 2, 4]  # VIS_PERIOD 2
     assert shots[0].width == 4 * (shots[0].height - 14)  # caption over crop | OMP | mask | GT
+
+
+def test_tensorboard_shows_the_predictions_on_the_same_images_at_each_evaluation(
+    tiny_run, shapes_env
+):
+    """EXP.VIS_PREDICTIONS (default 4): the first test images with the model's predictions, at
+    every evaluation; the last equals the overlay drawn again from the final checkpoint."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    from opmask.config import load_config
+    from opmask.data.build import build_test_mapper, load_datasets, strong_ids_from_cfg
+    from opmask.engine.run_folder import RunFolder
+    from opmask.engine.vis import prediction_overlays
+
+    run = RunFolder(tiny_run[0])
+    acc = EventAccumulator(run.tensorboard, size_guidance={"images": 0})
+    acc.Reload()
+    cfg = load_config(run.config)
+    dicts, info = load_datasets(cfg.DATASETS.TEST)
+    shown = dicts[:4]
+    tags = [f"predictions/{d['image_id']}" for d in shown]
+    assert sorted(t for t in acc.Tags()["images"] if t.startswith("predictions/")) == sorted(tags)
+    model, _, _ = run.load_model(cfg)  # model_final: what the last evaluation saw
+    again = prediction_overlays(
+        model, shown, build_test_mapper(cfg), info, strong_ids_from_cfg(cfg, info)
+    )
+    for tag, d, expected in zip(tags, shown, again):
+        shots = acc.Images(tag)
+        assert [s.step for s in shots] == [2, 5]
+        png = np.asarray(Image.open(io.BytesIO(shots[-1].encoded_image_string)).convert("RGB"))
+        assert png.shape == (d["height"], d["width"], 3)
+        assert np.array_equal(png, expected.permute(1, 2, 0).numpy())
 
 
 def _free_port():

@@ -1,10 +1,22 @@
-"""TensorBoard RoI pictures: image crop | OMP | mask | GT under a caption (class, strong/weak)."""
+"""TensorBoard RoI pictures (image crop | OMP | mask | GT under a caption: class, strong/weak)
+and prediction overlays (masks where the model predicts them, weak classes in cool colours)."""
 
 from __future__ import annotations
 
+import numpy as np
+import pytest
 import torch
 
-from opmask.engine.vis import CAPTION, PANEL, roi_triptychs
+from opmask.engine.vis import (
+    CAPTION,
+    MASK_ALPHA,
+    PANEL,
+    STRONG_COLOURS,
+    WEAK_COLOURS,
+    Detections,
+    draw_detections,
+    roi_triptychs,
+)
 
 
 def _extras(prior: bool = True) -> tuple[dict, list[torch.Tensor]]:
@@ -64,3 +76,37 @@ def test_baseline_and_missing_images_give_black_columns():
     (_, img), _ = roi_triptychs(extras, 2, None, None)
     assert img[:, CAPTION:, : 2 * PANEL].max() == 0  # no crop, no OMP
     assert roi_triptychs({"mask": torch.zeros(0, 1, 28, 28)}, 4) == []
+
+
+def _one(mask, box, weak: bool) -> Detections:
+    return Detections(
+        boxes=np.float32([box]),
+        scores=np.float32([0.9]),
+        labels=np.int64([1]),
+        category_ids=np.int64([1]),
+        class_names=["disc"],
+        weak=np.array([weak]),
+        masks=mask[None],
+    )
+
+
+@pytest.mark.parametrize("weak", [False, True])
+def test_overlay_colours_the_mask_pixels_only(weak):
+    image = np.full((64, 80, 3), 100, np.uint8)
+    yy, xx = np.mgrid[:64, :80]
+    mask = (yy - 40) ** 2 + (xx - 40) ** 2 < 15**2  # a disc inside the box below
+    out = draw_detections(image, _one(mask, [20, 20, 60, 60], weak))
+    colour = np.array((WEAK_COLOURS if weak else STRONG_COLOURS)[1])
+    changed = (out != image).any(axis=2)
+    inner = mask.copy()
+    inner[:38] = False  # the caption's rows
+    expected = np.round(100 * (1 - MASK_ALPHA) + colour * MASK_ALPHA)
+    assert np.abs(out[inner].astype(int) - expected).max() <= 1
+    outside = np.ones(mask.shape, bool)
+    outside[18:62, 18:62] = False  # the box and its outline
+    outside[18:38, :] = False  # the caption may run to the right of the box
+    assert changed[outside].sum() == 0
+    ring = np.zeros(mask.shape, bool)  # inside the box, away from the disc and the outline
+    ring[40:57, 23:26] = True
+    assert not (ring & mask).any() and changed[ring].sum() == 0
+    assert changed[20, 20:60].all()  # the box's top edge

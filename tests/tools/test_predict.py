@@ -17,14 +17,7 @@ from opmask.engine.checkpoint import Checkpointer
 from opmask.evaluation.coco_eval import run_inference
 from opmask.modeling import build_model
 from opmask.modeling.weights import detectron2_file
-from opmask.tools.predict import (
-    MASK_ALPHA,
-    STRONG_COLOURS,
-    WEAK_COLOURS,
-    Detections,
-    Predictor,
-    draw_detections,
-)
+from opmask.tools.predict import Predictor
 from opmask.tools.predict_files import Progress, read_rgb
 
 from ..conftest import SHAPES_OPMASK, TINY
@@ -157,40 +150,6 @@ def test_exif_rotated_jpeg_gives_the_pre_rotated_images_detections(
     np.testing.assert_array_equal(a.masks, b.masks)
     assert a.masks.shape[1:] == upright.shape[:2]
     assert not np.array_equal(image, decoded)  # the orientation was applied
-
-
-def _one(mask, box, weak: bool) -> Detections:
-    return Detections(
-        boxes=np.float32([box]),
-        scores=np.float32([0.9]),
-        labels=np.int64([1]),
-        category_ids=np.int64([1]),
-        class_names=["disc"],
-        weak=np.array([weak]),
-        masks=mask[None],
-    )
-
-
-@pytest.mark.parametrize("weak", [False, True])
-def test_overlay_colours_the_mask_pixels_only(weak):
-    image = np.full((64, 80, 3), 100, np.uint8)
-    yy, xx = np.mgrid[:64, :80]
-    mask = (yy - 40) ** 2 + (xx - 40) ** 2 < 15**2  # a disc inside the box below
-    out = draw_detections(image, _one(mask, [20, 20, 60, 60], weak))
-    colour = np.array((WEAK_COLOURS if weak else STRONG_COLOURS)[1])
-    changed = (out != image).any(axis=2)
-    inner = mask.copy()
-    inner[:38] = False  # the caption's rows
-    expected = np.round(100 * (1 - MASK_ALPHA) + colour * MASK_ALPHA)
-    assert np.abs(out[inner].astype(int) - expected).max() <= 1
-    outside = np.ones(mask.shape, bool)
-    outside[18:62, 18:62] = False  # the box and its outline
-    outside[18:38, :] = False  # the caption may run to the right of the box
-    assert changed[outside].sum() == 0
-    ring = np.zeros(mask.shape, bool)  # inside the box, away from the disc and the outline
-    ring[40:57, 23:26] = True
-    assert not (ring & mask).any() and changed[ring].sum() == 0
-    assert changed[20, 20:60].all()  # the box's top edge
 
 
 def test_progress_lines_every_n_images_or_seconds():
