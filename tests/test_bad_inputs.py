@@ -708,7 +708,7 @@ def _usage_cases() -> list[Case]:
         (["opmask-sweep", "status"], "required: folder"),
         (["opmask-data", "shapes", "--seed", "x"], "--seed: invalid int value: 'x'"),
         (["opmask-data"], "required: command"),
-        (["opmask-bench", "--steps", "x"], "--steps: invalid int value: 'x'"),
+        (["opmask-bench", "--steps", "x"], "--steps: expects an integer, got 'x'"),
         (["opmask-export"], "required: RUN"),
         (["opmask-demo", "--bogus"], "unrecognized arguments: --bogus"),
     ]

@@ -7,6 +7,7 @@ import contextlib
 import logging
 import random
 import time
+import warnings
 from typing import Callable
 
 import numpy as np
@@ -270,12 +271,16 @@ def _wrap(model, device: torch.device):
     if comm.get_world_size() == 1:
         return model
     # broadcast_buffers=False as Detectron2's DefaultTrainer: each rank keeps its own BN running
-    # statistics (rank 0's, the ones checkpointed, are the same either way).
-    return DistributedDataParallel(
-        model,
-        device_ids=[device.index] if device.type == "cuda" else None,
-        broadcast_buffers=False,
-    )
+    # statistics (rank 0's, the ones checkpointed, are the same either way). torch 2.14 calls the
+    # argument deprecated and advises keeping it until its replacement can skip the sync at init:
+    # its FutureWarning would be a line of noise on every rank's stderr.
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", "`broadcast_buffers` is deprecated", FutureWarning)
+        return DistributedDataParallel(
+            model,
+            device_ids=[device.index] if device.type == "cuda" else None,
+            broadcast_buffers=False,
+        )
 
 
 def _amp_dtype(cfg):

@@ -238,8 +238,14 @@ def test_sweep_array_status_collect_cancel_resume(slurm, datasets_root, tmp_path
         "config": SHAPES_OPMASK,
         "overrides": SMALL
         | {"VIS_PERIOD": 0, "SOLVER.CHECKPOINT_PERIOD": 5, "DATALOADER.NUM_WORKERS": 0},
-        "grid": {"SEED": [1, 2]},
-        "points": [{"SOLVER.MAX_ITER": 3}, {"SOLVER.MAX_ITER": 60}],
+        "points": [
+            {"SEED": 1, "SOLVER.MAX_ITER": 3},
+            {"SEED": 2, "SOLVER.MAX_ITER": 3},
+            {"SEED": 1, "SOLVER.MAX_ITER": 60},
+            # the point to cancel: larger images, so that its 60 iterations outlast the start-up
+            # of `opmask-sweep cancel` on a loaded machine (else it may finish first)
+            {"SEED": 2, "SOLVER.MAX_ITER": 60, "INPUT.MIN_SIZE_TRAIN": "(320,)"},
+        ],
     }
     (tmp_path / "sweep.yaml").write_text(yaml.safe_dump(spec))
     out = tmp_path / "sw"
@@ -250,9 +256,8 @@ def test_sweep_array_status_collect_cancel_resume(slurm, datasets_root, tmp_path
     manifest = json.loads((out / "sweep.json").read_text())
     ids = [p["job_ids"][0] for p in manifest["points"]]
     assert len(ids) == 4 and len({i.split("_")[0] for i in ids}) == 1  # one array
-    long = [p for p in manifest["points"] if p["overrides"]["SOLVER.MAX_ITER"] == 60]
-    victim = long[0]
-    wait_for(lambda: len(_metrics(_path(victim))) >= 7, 300, "the long point to run")
+    victim = manifest["points"][3]
+    wait_for(lambda: len(_metrics(_path(victim))) >= 2, 300, "the long point to run")
     assert (
         sweep(
             ["cancel", str(out), "--point", str(victim["index"])], datasets_root, str(tmp_path)
@@ -264,7 +269,7 @@ def test_sweep_array_status_collect_cancel_resume(slurm, datasets_root, tmp_path
             wait_final(p["job_ids"][0], timeout=600)
     status = sweep(["status", str(out)], datasets_root, str(tmp_path)).stdout
     assert len(status.strip().splitlines()) == 5  # header + every point
-    assert "CANCELLED" in status and "COMPLETED" in status and "3/3" in status
+    assert "CANCELLED" in status and "COMPLETED" in status and "3/3" in status, status
     proc = sweep(["resume", str(out)], datasets_root, str(tmp_path))
     assert proc.returncode == 0 and f"[{victim['index']}]" in proc.stdout, proc.stdout
     after = json.loads((out / "sweep.json").read_text())
