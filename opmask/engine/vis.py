@@ -244,5 +244,5 @@ def prediction_overlays(model, dicts: list[dict], mapper, info: DatasetInfo, str
         (pred,) = infer(model, [mapper(d)])
         dets = detections_of(above(pred, OVERLAY_SCORE), info, strong_ids)
         image = read_image(d["file_name"], "RGB")
-        out.append(torch.from_numpy(draw_detections(image, dets)).permute(2, 0, 1))
+        out.append(torch.tensor(draw_detections(image, dets)).permute(2, 0, 1))  # a copy
     return out
