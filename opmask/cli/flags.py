@@ -27,6 +27,17 @@ def count(minimum: int):
     return parse
 
 
+def score(text: str) -> float:
+    """An argparse type: a detection score threshold in [0, 1]."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expects a score in [0, 1], got {text!r}") from None
+    if not 0.0 <= value <= 1.0:  # NaN fails too
+        raise argparse.ArgumentTypeError(f"must be a score in [0, 1], got {text}")
+    return value
+
+
 def minutes(text: str) -> float:
     """An argparse type: a positive, finite number of minutes."""
     try:

@@ -8,7 +8,7 @@ import sys
 
 from ..engine.exit_codes import run_command
 from ..tools.predict_files import RESULTS, predict_files
-from .flags import count
+from .flags import count, score
 from .parser import OneLineParser
 
 PROG = "opmask-predict"
@@ -57,7 +57,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--output", required=True, metavar="DIR", help="folder to write into")
     p.add_argument(
         "--confidence-threshold",
-        type=float,
+        type=score,
         default=0.5,
         metavar="T",
         help="keep detections scoring >= T (default 0.5; the model's SCORE_THRESH_TEST first)",

@@ -212,6 +212,12 @@ def test_help_documents_exit_codes_and_a_bad_flag_is_exit_2(capsys):
     assert done.value.code == 2
     err = _err_line(capsys)
     assert err.startswith("opmask-predict: error: ") and "--input" in err
+    for bad in ("-0.1", "1.5", "nan", "high"):
+        with pytest.raises(SystemExit) as done:
+            main(["RUN", "--input", "x.png", "--output", "x", "--confidence-threshold", bad])
+        assert done.value.code == 2
+        err = _err_line(capsys)
+        assert "--confidence-threshold" in err and "[0, 1]" in err, err
 
 
 def test_max_size_shrinks_the_panels_not_the_results(tiny, shapes_env, tmp_path):
