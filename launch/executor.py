@@ -7,9 +7,12 @@ import contextlib
 import io
 import logging
 import os
+import shlex
 import shutil
 import subprocess
+import sys
 from dataclasses import dataclass, fields
+from pathlib import Path
 
 import submitit
 import yaml
@@ -287,26 +290,45 @@ def make_executor(folder: str, res: Resources, name: str, *, local: bool):
     return ex
 
 
+# AutoExecutor's generic parameter names -> the sbatch ones submitit's SlurmExecutor uses (its
+# ``_equivalence_dict``; ``slurm_X`` is ``X``). tests/launch/test_submitit_pin.py pins the two.
+_SBATCH_NAMES = {
+    "name": "job_name",
+    "timeout_min": "time",
+    "mem_gb": "mem",
+    "tasks_per_node": "ntasks_per_node",
+}
+
+
+def sbatch_mem(mem_gb: float) -> str:
+    """``--mem`` as submitit's SlurmExecutor writes it: whole GB as ``NGB``, else ``NMB``."""
+    return f"{int(mem_gb)}GB" if mem_gb == int(mem_gb) else f"{int(mem_gb * 1024)}MB"
+
+
 def sbatch_script(folder: str, res: Resources, name: str, array_count: int | None = None) -> str:
-    """The sbatch script submitit would write for this request (for ``--dry-run``)."""
+    """The sbatch script submitit would write for this request (for ``--dry-run``): the same
+    :func:`executor_parameters` the job is submitted with, the same command line.
+
+    This is the one place that calls submitit's private ``submitit.slurm.slurm.
+    _make_sbatch_string`` (checked against submitit 1.5.4, pinned by
+    tests/launch/test_submitit_pin.py). submitit has no public way to get a script's text without
+    submitting: its ``SlurmExecutor`` refuses to start where ``srun`` is missing (a dry run's
+    usual machine), and ``_make_submission_file_text`` is private too.
+    """
     from submitit.slurm.slurm import _make_sbatch_string
 
+    kwargs = {}
+    for key, value in executor_parameters(res, name).items():
+        key = key.removeprefix("slurm_")
+        kwargs[_SBATCH_NAMES.get(key, key)] = value
+    if "mem" in kwargs:
+        kwargs["mem"] = sbatch_mem(kwargs["mem"])
+    folder = str(Path(folder).expanduser().absolute())  # as submitit's executor holds it
+    command = f"{shlex.quote(sys.executable)} -u -m submitit.core._submit {shlex.quote(folder)}"
     return _make_sbatch_string(
-        command="python -u -m submitit.core._submit " + folder,
+        command=command,
         folder=folder,
-        job_name=name,
-        partition=res.partition or None,
-        time=res.time_min,
-        nodes=res.nodes,
-        ntasks_per_node=res.tasks,
-        cpus_per_task=res.cpus_per_task,
-        gpus_per_node=res.gpus_per_node or None,
-        qos=res.qos or None,
-        constraint=res.constraint or None,
-        account=res.account or None,
-        mem=f"{int(res.mem_gb)}GB" if res.mem_gb else None,
-        signal_delay_s=res.signal_delay_s,
-        additional_parameters=dict(_SBATCH_EXTRA),
         map_count=array_count,
         array_parallelism=res.array_parallelism,
+        **kwargs,
     )
