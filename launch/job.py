@@ -2,7 +2,7 @@
 semantics, and preemption/timeout handling.
 
 On submitit's USR2 (preemption, or the time limit approaching) the trainer is only *asked* for a
-checkpoint (``opmask.engine.preempt``); it writes one at the next step boundary on all ranks and
+checkpoint (``opmask.train.preempt``); it writes one at the next step boundary on all ranks and
 exits with ``exit_codes.CHECKPOINTED``; only then is submitit's own handler run, which requeues the
 job (timeouts count against the requeue budget). SIGTERM (``scancel``, which SIGKILLs after the
 cluster's KillWait; submitit itself would ignore it) checkpoints the same way but is a
@@ -19,10 +19,13 @@ import signal
 
 import submitit
 
-from opmask.engine import exit_codes, preempt
-from opmask.engine.launch import launch
-from opmask.engine.run_dir import RunFolderError, RunLock
-from opmask.engine.run_folder import RunFolder
+from opmask.run.claim import RunFolderError, RunLock
+from opmask.run.folder import RunFolder
+from opmask.run.spawn import launch
+from opmask.train import preempt
+from opmask.utils import exit_codes
+
+from .attempts import describe_attempt, record_attempt
 
 logger = logging.getLogger("opmask.launch")
 
@@ -87,7 +90,7 @@ class TrainJob:
         env = submitit.JobEnvironment()
         run = RunFolder(self.run_dir)
         if env.global_rank == 0:
-            print(run.describe_attempt(), flush=True)
+            print(describe_attempt(run), flush=True)
         if env.num_tasks > 1:
             submitit.helpers.TorchDistributedEnvironment().export(set_cuda_visible_devices=False)
         deferred = _DeferredSignal()
@@ -96,7 +99,7 @@ class TrainJob:
             lock = RunLock(self.run_dir).acquire(wait_s=60) if main else None
         except RunFolderError as e:
             if not self.eval_only:
-                run.record_attempt(outcome="application_error", error=str(e))
+                record_attempt(run, outcome="application_error", error=str(e))
             raise ApplicationError(str(e)) from None
         try:
             return self._train(run, deferred, main and not self.eval_only)  # main: records
@@ -105,7 +108,7 @@ class TrainJob:
                 lock.release()
 
     def _train(self, run: RunFolder, deferred: _DeferredSignal, main: bool) -> dict:
-        from opmask.engine.entry import rank_main  # the model's imports: only inside the job
+        from opmask.run.entry import rank_main  # the model's imports: only inside the job
 
         code = launch(
             rank_main,
@@ -116,23 +119,23 @@ class TrainJob:
         if code in exit_codes.STOPPED and deferred.received:  # a SIGTERM too changes nothing
             reason = deferred.reason()
             if main:
-                run.record_attempt(outcome=reason, iteration=run.last_iteration())
+                record_attempt(run, outcome=reason, iteration=run.last_iteration())
             deferred.hand_over()
             return {"run_dir": self.run_dir, "outcome": reason}
         if code in exit_codes.STOPPED:  # scancel (SIGTERM), SIGINT, SIGUSR1: not requeued
             outcome = "checkpointed" if code == exit_codes.CHECKPOINTED else "cancelled"
             if main:
-                run.record_attempt(outcome=outcome, iteration=run.last_iteration(), exit_code=code)
+                record_attempt(run, outcome=outcome, iteration=run.last_iteration(), exit_code=code)
             return {"run_dir": self.run_dir, "outcome": outcome}
         if code != exit_codes.OK:
             if main:
-                run.record_attempt(outcome="application_error", exit_code=code)
+                record_attempt(run, outcome="application_error", exit_code=code)
             raise ApplicationError(
                 f"training ended with exit code {code} ({_meaning(code)}) in {self.run_dir} "
                 "(see the job's stderr and RUN/log.txt); not requeued"
             )
         if main:
-            run.record_attempt(outcome="completed", iteration=run.last_iteration())
+            record_attempt(run, outcome="completed", iteration=run.last_iteration())
         return {"run_dir": self.run_dir, "outcome": "completed"}
 
     def checkpoint(self, *args, **kwargs) -> submitit.helpers.DelayedSubmission:

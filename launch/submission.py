@@ -15,8 +15,8 @@ from dataclasses import dataclass
 from fvcore.common.config import CfgNode
 
 from opmask.data.build import check_datasets
-from opmask.engine.run_dir import RunFolderError, RunLock, claim
-from opmask.engine.run_folder import RunFolder
+from opmask.run.claim import RunFolderError, RunLock, claim
+from opmask.run.folder import RunFolder
 from opmask.modeling.weights import check_weights_file
 
 from .executor import LaunchError, Resources, check_partition, make_executor, submit_all

@@ -16,9 +16,9 @@ import sys
 from opmask.cli.flags import run_flags
 from opmask.cli.parser import OneLineParser
 from opmask.config import load_config
-from opmask.engine.exit_codes import run_command
-from opmask.engine.run_dir import run_folder
-from opmask.engine.run_folder import RunFolder
+from opmask.utils.exit_codes import run_command
+from opmask.run.claim import run_folder
+from opmask.run.folder import RunFolder
 from opmask.utils.fs import atomic_write_bytes
 
 from .executor import (

@@ -36,16 +36,16 @@ from fvcore.common.config import CfgNode
 from opmask.cli.flags import add_dist_timeout
 from opmask.cli.parser import OneLineParser
 from opmask.config import checks, load_config
-from opmask.engine.exit_codes import run_command
-from opmask.engine.run_dir import RunFolderError
-from opmask.engine.run_folder import (
+from opmask.run.claim import RunFolderError
+from opmask.run.folder import RunFolder
+from opmask.train.events import (
     ETA_SECONDS,
     ITERATION,
     STRONG_MASK_AP,
     TOTAL_LOSS,
     WEAK_MASK_AP,
-    RunFolder,
 )
+from opmask.utils.exit_codes import run_command
 from opmask.utils.fs import atomic_write_bytes
 
 from .executor import (

@@ -19,7 +19,8 @@ from typing import Callable
 
 from PIL import Image, ImageDraw
 
-from opmask.engine.run_folder import ITERATION, TOTAL_LOSS, RunFolder
+from opmask.run.folder import RunFolder
+from opmask.train.events import ITERATION, TOTAL_LOSS
 from opmask.utils.fs import atomic_write_bytes
 
 from .executor import LaunchError

@@ -23,9 +23,10 @@ import time
 import torch
 
 from opmask.config import load_config
-from opmask.engine.checkpoint import Checkpointer, capture_rng
-from opmask.engine.solver import build_lr_scheduler, build_optimizer
 from opmask.modeling import build_model
+from opmask.run.folder import RunFolder
+from opmask.train.checkpoint import Checkpointer, capture_rng
+from opmask.train.solver import build_lr_scheduler, build_optimizer
 
 
 def main() -> None:
@@ -46,7 +47,7 @@ def main() -> None:
     step = _step_fn(model)
     base = statistics.median(_timed(step) for _ in range(5))
     folder = args.folder or tempfile.mkdtemp(prefix="ckpt-stall-")
-    ckpt = Checkpointer(folder, max_to_keep=2)
+    ckpt = Checkpointer(folder, RunFolder.CHECKPOINTS, max_to_keep=2)
     sync, blocked, extra = [], [], []
     for r in range(args.repeat):
         t0 = time.perf_counter()

@@ -26,8 +26,8 @@ import torch
 from opmask.config import load_config
 from opmask.data.build import build_train_loader, load_datasets, strong_ids_from_cfg
 from opmask.data.mapper import DatasetMapper
-from opmask.engine.solver import build_lr_scheduler, build_optimizer, clip_gradients
 from opmask.modeling import build_model
+from opmask.train.solver import build_lr_scheduler, build_optimizer, clip_gradients
 
 
 class RoIRecorder:

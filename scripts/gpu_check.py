@@ -27,7 +27,8 @@ import time
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)  # the checkout's opmask, also where it is not installed
 
-from opmask.engine.run_folder import TOTAL_LOSS, RunFolder  # noqa: E402
+from opmask.run.folder import RunFolder  # noqa: E402
+from opmask.train.events import TOTAL_LOSS  # noqa: E402
 
 SHAPES = os.path.join(REPO, "configs", "shapes", "opmask_R18_shapes.yaml")
 

@@ -7,7 +7,7 @@ fragment of a killed write is left. Exits non-zero on the first violation.
 
     OPMASK_DATASETS=... python scripts/kill_stress.py --trials 100 --out /tmp/stress
 
-The test suite runs it with 10 trials (tests/engine/test_checkpoint.py).
+The test suite runs it with 10 trials (tests/train/test_checkpoint.py).
 """
 
 from __future__ import annotations
@@ -21,15 +21,40 @@ import sys
 import time
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, REPO)
+sys.path.insert(0, REPO)  # the checkout's opmask, also where it is not installed
 
-from opmask.engine.run_folder import ITERATION, RunFolder  # noqa: E402
-from tests.conftest import SHAPES_OPMASK as CONFIG  # noqa: E402
-from tests.conftest import TINY  # noqa: E402
+from opmask.run.folder import RunFolder  # noqa: E402
+from opmask.train.events import ITERATION  # noqa: E402
 
-# The tests' few-iteration setting, without evaluation, checkpointing every iteration.
+CONFIG = os.path.join(REPO, "configs", "shapes", "opmask_R18_shapes.yaml")
+
+# A small shapes model (iterations of a fraction of a second on 2 cores), without evaluation or
+# visualisation, checkpointing every iteration.
 SMALL = [
-    *TINY,
+    "MODEL.FPN.OUT_CHANNELS",
+    "32",
+    "MODEL.ROI_BOX_HEAD.CONV_DIM",
+    "64",
+    "MODEL.ROI_MASK_HEAD.CONV_DIM",
+    "32",
+    "MODEL.ROI_HEADS.BATCH_SIZE_PER_IMAGE",
+    "16",
+    "INPUT.MIN_SIZE_TRAIN",
+    "(96,)",
+    "INPUT.MIN_SIZE_TEST",
+    "96",
+    "SOLVER.IMS_PER_BATCH",
+    "2",
+    "SOLVER.WARMUP_ITERS",
+    "2",
+    "SOLVER.STEPS",
+    "(4,)",
+    "SOLVER.BASE_LR",
+    "0.01",
+    "DATALOADER.NUM_WORKERS",
+    "0",
+    "EXP.PRINT_PERIOD",
+    "2",
     "DATASETS.TEST",
     "()",
     "VIS_PERIOD",

@@ -441,14 +441,15 @@ def _fake_run(ws: Workspace, *, damage: Callable[[Path], None] | None = None) ->
     """``ws.run`` as a finished run of the tiny setting would leave it: config.yaml (SEED 1) and
     a hashed checkpoint holding that config; ``damage(models)`` then alters the checkpoints."""
     from opmask.config import load_config
-    from opmask.engine.checkpoint import Checkpointer
+    from opmask.run.folder import RunFolder
+    from opmask.train.checkpoint import Checkpointer
 
     cfg = load_config(SHAPES_OPMASK, list(TINY))
     ws.run.mkdir(parents=True)
     (ws.run / "config.yaml").write_text(cfg.dump())
     state = {"model": {"w": torch.zeros(2)}, "iteration": 2, "optimizer": {}, "scheduler": {}}
     state.update(scaler={}, rng=[], meta={"world_size": 1, "config": cfg.dump()})
-    Checkpointer(str(ws.run / "models")).save("model_0000002.pth", state)
+    Checkpointer(str(ws.run / "models"), RunFolder.CHECKPOINTS).save("model_0000002.pth", state)
     if damage is not None:
         damage(ws.run / "models")
     return ws.run

@@ -1,4 +1,5 @@
-"""Layers import downwards only: utils < config < data < modeling < evaluation < engine < cli,
+"""Layers import downwards only: utils < config < data < modeling < evaluation < train < run <
+tools < bench < cli,
 and the launcher (``launch/``) sits above the whole library. Every import statement counts,
 also those inside functions (a lazy import is still a dependency)."""
 
@@ -10,7 +11,18 @@ import pathlib
 import pytest
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
-LAYERS = ["utils", "config", "data", "modeling", "evaluation", "engine", "tools", "cli"]
+LAYERS = [
+    "utils",
+    "config",
+    "data",
+    "modeling",
+    "evaluation",
+    "train",
+    "run",
+    "tools",
+    "bench",
+    "cli",
+]
 
 
 def _imported_modules(path: pathlib.Path, package: str) -> list[tuple[int, str]]:
@@ -64,10 +76,11 @@ def test_the_package_imports_downwards_only():
 @pytest.mark.parametrize(
     "lower,statement",
     [
-        ("evaluation/bad.py", "from ..engine.checkpoint import Checkpointer\n"),
+        ("evaluation/bad.py", "from ..train.checkpoint import Checkpointer\n"),
         ("utils/bad.py", "def f():\n    from opmask.config import load_config\n"),
         ("modeling/bad.py", "import opmask.cli.train\n"),
-        ("engine/bad.py", "from opmask_launch import job\n"),
+        ("train/bad.py", "from ..run.folder import RunFolder\n"),
+        ("bench/bad.py", "from opmask_launch import job\n"),
     ],
 )
 def test_an_upward_import_is_found(tmp_path, lower, statement):

@@ -23,8 +23,8 @@ import time
 
 import torch
 
-from ..engine import speed
-from ..engine.exit_codes import run_command
+from ..bench import speed
+from ..utils.exit_codes import run_command
 from .flags import count
 from .parser import OneLineParser
 
@@ -155,7 +155,7 @@ def eval_backends(args) -> int:
     set of --images images with --dets synthetic detections (masks as RLE) each."""
     import tempfile
 
-    from ..engine import databench
+    from ..bench import loader as databench
 
     with tempfile.TemporaryDirectory(prefix="opmask-bench-") as tmp:
         rows = databench.eval_times(os.path.join(tmp, "ds"), args.images, args.dets)
@@ -168,11 +168,11 @@ def eval_backends(args) -> int:
 
 def data_table(args) -> int:
     """Index build time, then each path in a fresh process: time to the first batch (warm index
-    cache), dataset memory, main and worker RSS/PSS at batch 1 and K (engine/databench.py)."""
+    cache), dataset memory, main and worker RSS/PSS at batch 1 and K (bench/loader.py)."""
     import tempfile
 
+    from ..bench import loader as databench
     from ..data.cocolike import write_coco_like
-    from ..engine import databench
 
     if args.dataset:
         check_dataset_spec(args.dataset)

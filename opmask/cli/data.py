@@ -10,7 +10,7 @@ from ..data import cocolike
 from ..data.catalog import datasets_root, resolve
 from ..data.check import check_dataset, record_check
 from ..data.shapes import FAMILIES, MAX_RADIUS, generate
-from ..engine.exit_codes import run_command
+from ..utils.exit_codes import run_command
 from .parser import OneLineParser
 
 # the shortest image side `opmask-data shapes` can place every object in (a shorter one fails

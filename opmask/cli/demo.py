@@ -24,8 +24,8 @@ import time
 from ..config import load_config
 from ..data.catalog import BUILTIN, datasets_root, load_dataset
 from ..data.coco import DatasetError
-from ..engine.exit_codes import run_command
 from ..utils.errors import OPMaskInputError
+from ..utils.exit_codes import run_command
 from ..utils.fs import atomic_write_bytes
 from ..utils.resources import config_dir
 from .parser import OneLineParser
@@ -128,7 +128,7 @@ def dataset_overrides(train: str | None, val: str | None, strong: str | None) ->
 def _train(config: str, run_dir: str, opts: list[str]) -> dict:
     """One ``opmask-train --resume`` run of a demo config in ``run_dir``; returns its
     evaluation (task -> metrics)."""
-    from ..engine import entry
+    from ..run import entry
 
     cfg = load_config(str(config_dir() / "shapes" / config), opts)
     return entry.train_in_process(cfg, run_dir, resume=True)
@@ -165,7 +165,7 @@ def pretrain_backbone(out: str, iters: int, opts: list[str]) -> list[str]:
         return []
     import torch
 
-    from ..engine.run_folder import RunFolder
+    from ..run.folder import RunFolder
 
     run_dir = os.path.join(out, "pretrain")
     steps = ["SOLVER.MAX_ITER", str(iters), "SOLVER.STEPS", f"({iters},)"]
@@ -240,7 +240,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _demo(args: argparse.Namespace) -> int:
-    from ..engine.diagnose import diagnose_run
+    from ..tools.diagnose import diagnose_run
 
     start = time.perf_counter()
     opts = dataset_overrides(args.train, args.val, args.strong_ids)

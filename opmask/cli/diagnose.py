@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import sys
 
-from ..engine.diagnose import diagnose_run
-from ..engine.exit_codes import run_command
 from ..evaluation.gt_boxes import format_table
+from ..tools.diagnose import diagnose_run
+from ..utils.exit_codes import run_command
 from .parser import OneLineParser
 
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 import argparse
 import sys
 
-from ..engine.exit_codes import run_command
-from ..engine.export import FORMATS, export_run
+from ..tools.export import FORMATS, export_run
+from ..utils.exit_codes import run_command
 from .parser import OneLineParser
 
 EPILOG = """\

@@ -6,8 +6,8 @@ from __future__ import annotations
 import argparse
 import sys
 
-from ..engine.exit_codes import run_command
 from ..tools.predict_files import RESULTS, predict_files
+from ..utils.exit_codes import run_command
 from .flags import count, score
 from .parser import OneLineParser
 

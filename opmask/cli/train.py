@@ -7,8 +7,9 @@ import os
 import re
 import sys
 
-from ..engine import entry, exit_codes
-from ..engine.launch import launch
+from ..run import entry
+from ..run.spawn import launch
+from ..utils import exit_codes
 from .flags import count, run_flags
 from .parser import OneLineParser
 

@@ -167,10 +167,11 @@ def evaluate(
     gt_json: str,
     category_id_of: Callable[[int], int],
     strong_ids: list[int],
-    out_dir: str | None,
+    outputs: tuple[str, str] | None,
     evaluator: str = "pycocotools",
 ) -> dict:
-    """Run inference, evaluate on the main process, write JSON files, print the table."""
+    """Run inference, evaluate on the main process, print the table; ``outputs``: the files
+    (detections in COCO results format, metrics) the main process writes, or None."""
     start = time.perf_counter()
     results = run_inference(model, loader, category_id_of)
     if not comm.is_main_process():
@@ -179,15 +180,11 @@ def evaluate(
     metrics = evaluate_results(gt_json, results, strong_ids, evaluator)
     now = time.perf_counter()
     metrics["time_seconds"] = {"total": now - start, evaluator: now - t_eval}
-    if out_dir:
-        os.makedirs(out_dir, exist_ok=True)
-        atomic_write_bytes(
-            os.path.join(out_dir, "coco_instances_results.json"), json.dumps(results).encode()
-        )
-        atomic_write_bytes(
-            os.path.join(out_dir, "results.json"),
-            json.dumps(metrics, indent=1, sort_keys=True).encode(),
-        )
+    if outputs:
+        detections_file, metrics_file = outputs
+        os.makedirs(os.path.dirname(detections_file), exist_ok=True)
+        atomic_write_bytes(detections_file, json.dumps(results).encode())
+        atomic_write_bytes(metrics_file, json.dumps(metrics, indent=1, sort_keys=True).encode())
     logger.info(
         "Evaluation on %s (%d detections):\n%s",
         gt_json,

@@ -5,7 +5,7 @@ the prior), only the mask head is judged. For the strong and the weak classes se
 reports the mean mask IoU (prediction >= 0.5 vs GT mask), the mean IoU of the OMP alone
 thresholded at 0.5 (OPMask only: how much the prior already knows), and the box head's
 classification accuracy on the GT boxes.
-On a run folder: ``opmask-diagnose RUN_DIR`` (``opmask.engine.diagnose``).
+On a run folder: ``opmask-diagnose RUN_DIR`` (``opmask.tools.diagnose``).
 """
 
 from __future__ import annotations

@@ -22,14 +22,14 @@ from ..data.build import (
     strong_ids_from_cfg,
 )
 from ..data.coco import DatasetInfo
-from ..engine.run_dir import RunFolderError
-from ..engine.run_folder import RunFolder
-from ..engine.vis import Detections, above, detections_of
 from ..evaluation.coco_eval import infer, predictions_to_coco
 from ..modeling import build_model
 from ..modeling.mask_paste import paste_masks_in_image
 from ..modeling.postprocess import rescale_detections
 from ..modeling.weights import load_weights
+from ..run.claim import RunFolderError
+from ..run.folder import RunFolder
+from ..train.vis import Detections, above, detections_of
 from ..utils.errors import OPMaskInputError
 
 

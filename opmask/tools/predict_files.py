@@ -21,7 +21,7 @@ from pycocotools.coco import COCO
 from ..data.catalog import BUILTIN, resolve
 from ..data.coco import DatasetError
 from ..data.images import DECODE_ERRORS, decode_reason, to_rgb8
-from ..engine.vis import Detections, compose, draw_detections, draw_priors
+from ..train.vis import Detections, compose, draw_detections, draw_priors
 from ..utils.fs import atomic_write_bytes
 from .predict import PredictError, Predictor
 

@@ -9,8 +9,9 @@ import torch
 
 from opmask.cli.diagnose import main as diagnose
 from opmask.config import load_config
-from opmask.engine.checkpoint import Checkpointer
 from opmask.modeling import build_model
+from opmask.run.folder import RunFolder
+from opmask.train.checkpoint import Checkpointer
 
 from ..conftest import SHAPES_OPMASK, TINY, run_cli
 
@@ -30,7 +31,7 @@ def _run_folder(tmp_path, *opts):
     (run / "config.yaml").write_text(load_config(SHAPES_OPMASK, [*TINY, *CPU, *opts]).dump())
     torch.manual_seed(0)
     model = build_model(load_config(SHAPES_OPMASK, [*TINY, *CPU]))
-    Checkpointer(str(run / "models")).save(
+    Checkpointer(str(run / "models"), RunFolder.CHECKPOINTS).save(
         "model_final.pth", {"model": model.state_dict(), "iteration": 6}
     )
     return run

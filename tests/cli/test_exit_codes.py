@@ -13,12 +13,12 @@ import pytest
 from opmask.config import ConfigError
 from opmask.data.coco import DatasetError
 from opmask.data.splits import SplitError
-from opmask.engine import exit_codes
-from opmask.engine.checkpoint import CheckpointError
-from opmask.engine.exit_codes import run_command
-from opmask.engine.run_dir import RunFolderError
 from opmask.modeling.weights import UnsafeWeightsError
+from opmask.run.claim import RunFolderError
+from opmask.train.checkpoint import CheckpointError
+from opmask.utils import exit_codes
 from opmask.utils.errors import OPMaskInputError
+from opmask.utils.exit_codes import run_command
 from opmask.utils.safeload import WeightsFileError
 from tests.conftest import REPO, SHAPES_OPMASK, TINY
 
@@ -150,7 +150,7 @@ def _buggy_rank() -> int:
 
 
 def test_a_rank_bug_is_the_launch_exit_code(capfd):
-    from opmask.engine.launch import launch
+    from opmask.run.spawn import launch
 
     assert launch(_buggy_rank, num_procs=2, device="cpu") == exit_codes.BUG
     assert "ValueError: rank 1 bug" in capfd.readouterr().err

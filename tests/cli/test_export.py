@@ -8,9 +8,10 @@ import torch
 
 from opmask.cli.export import main
 from opmask.config import load_config
-from opmask.engine.checkpoint import Checkpointer
 from opmask.modeling import build_model
 from opmask.modeling.weights import load_weights, safe_load_pickle
+from opmask.run.folder import RunFolder
+from opmask.train.checkpoint import Checkpointer
 
 from ..conftest import SHAPES_OPMASK, TINY, run_cli
 
@@ -23,7 +24,7 @@ def _run_folder(tmp_path):
     (run / "config.yaml").write_text(cfg.dump())
     torch.manual_seed(3)
     model = build_model(cfg)
-    Checkpointer(str(run / "models")).save(
+    Checkpointer(str(run / "models"), RunFolder.CHECKPOINTS).save(
         "model_final.pth", {"model": model.state_dict(), "iteration": 6}
     )
     return run, cfg, model

@@ -13,10 +13,10 @@ from pycocotools.coco import COCO
 
 from opmask.cli.predict import main
 from opmask.data.build import build_test_loader, load_datasets, strong_ids_from_cfg
-from opmask.engine.vis import MASK_ALPHA, colour_of, compose, draw_detections, draw_priors
 from opmask.evaluation.coco_eval import evaluate, evaluate_results
 from opmask.tools.predict import Predictor
 from opmask.tools.predict_files import RESULTS, GroundTruth, read_rgb
+from opmask.train.vis import MASK_ALPHA, colour_of, compose, draw_detections, draw_priors
 
 from ..tools.test_predict import make_run
 
@@ -61,7 +61,7 @@ def test_overlays_and_json_whose_ap_is_the_evaluators(tiny, shapes_env, tmp_path
         gt_json=gt_json,
         category_id_of=info.category_id,
         strong_ids=strong,
-        out_dir=None,
+        outputs=None,
     )
     for task in ("bbox", "segm", "segm_strong", "segm_weak", "per_class"):
         np.testing.assert_equal(ours[task], theirs[task])  # NaN (no small objects) == NaN
@@ -250,8 +250,9 @@ def test_batches_of_several_images_write_every_image(tiny, shapes_env, tmp_path)
 def test_show_prior_of_a_baseline_run_is_refused(tiny, shapes_env, tmp_path, capsys):
     """The baseline's mask head gets no object mask prior: one line, exit 1, nothing written."""
     from opmask.config import load_config
-    from opmask.engine.checkpoint import Checkpointer
     from opmask.modeling import build_model
+    from opmask.run.folder import RunFolder
+    from opmask.train.checkpoint import Checkpointer
 
     from ..conftest import SHAPES_BASELINE, TINY
 
@@ -261,7 +262,7 @@ def test_show_prior_of_a_baseline_run_is_refused(tiny, shapes_env, tmp_path, cap
     (run / "config.yaml").write_text(cfg.dump())
     model = build_model(cfg)
     state = {"model": model.state_dict(), "iteration": 1}
-    Checkpointer(str(run / "models")).save("model_final.pth", state)
+    Checkpointer(str(run / "models"), RunFolder.CHECKPOINTS).save("model_final.pth", state)
     img, out = tiny[3][0]["file_name"], tmp_path / "out"
     assert main([str(run), "--input", img, "--output", str(out), "--show-prior"]) == 1
     assert "has no object mask prior" in _err_line(capsys) and not out.exists()

@@ -5,15 +5,15 @@ a checked config into objects after the run folder is claimed:
 
 - ``opmask/modeling/**``: ``build.py`` and every module it builds (backbone, anchors, heads,
   norms, matcher, the detector) plus ``weights.py`` (MODEL.WEIGHTS into the built model);
-- ``opmask/engine/solver.py``: optimizer, LR schedule, gradient clipping;
+- ``opmask/train/solver.py``: optimizer, LR schedule, gradient clipping;
 - ``opmask/data/build.py`` and ``opmask/data/mapper.py``: loaders and the per-image mapper;
 - ``opmask/evaluation/coco_eval.py``: the evaluator backend.
 
 Not walked: the modules that *are* the input checks (``opmask/config``, ``opmask/data/coco.py``,
 ``check.py``, ``splits.py``, ``catalog.py``: they raise ``OPMaskInputError`` subclasses by design,
-before anything is written), the run folder and checkpoints (``engine/run_dir.py``,
+before anything is written), the run folder and checkpoints (``run/claim.py``,
 ``checkpoint.py``: their own input errors, e.g. ``--resume`` states), and the training loop
-(``engine/train_loop.py``: non-finite loss and checkpoint-exit signals, not config rules).
+(``train/loop.py``: non-finite loss and checkpoint-exit signals, not config rules).
 
 Each raise (file, enclosing function, exception, the message's first words) has one entry in
 ``RAISES``: :class:`Refused` — a config that would reach it, which ``load_config`` must refuse
@@ -40,7 +40,7 @@ ROOT = pathlib.Path(__file__).resolve().parents[2]
 BUILDERS = sorted(
     [p.relative_to(ROOT).as_posix() for p in (ROOT / "opmask" / "modeling").rglob("*.py")]
     + [
-        "opmask/engine/solver.py",
+        "opmask/train/solver.py",
         "opmask/data/build.py",
         "opmask/data/mapper.py",
         "opmask/evaluation/coco_eval.py",

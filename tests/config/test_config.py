@@ -170,7 +170,7 @@ def test_steps_beyond_max_iter_warn_but_load(caplog):
 
 @pytest.mark.parametrize("key,value", [("EXP.TRAINER", "Custom"), ("VERSION", "1")])
 def test_unread_detectron2_keys_warn_once_and_are_resume_safe(caplog, key, value):
-    from opmask.engine.run_dir import incompatible_keys
+    from opmask.run.claim import incompatible_keys
 
     with caplog.at_level(logging.WARNING, logger="opmask.config.checks"):
         default = load_config(None)

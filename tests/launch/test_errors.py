@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from opmask.engine import exit_codes
+from opmask.utils import exit_codes
 from opmask.utils.errors import OPMaskInputError
 from opmask_launch import submit, sweep
 from opmask_launch.executor import LaunchError

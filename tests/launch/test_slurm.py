@@ -12,8 +12,9 @@ import torch
 import yaml
 
 from opmask.config import load_config
-from opmask.engine.checkpoint import load_verified
-from opmask.engine.train_loop import train
+from opmask.run.folder import RunFolder
+from opmask.train.checkpoint import load_verified
+from opmask.train.loop import train
 from tests.conftest import SHAPES_OPMASK, TINY
 from tests.launch.conftest import jobs_submitted_from, wait_final, wait_for
 
@@ -170,7 +171,7 @@ def test_preempted_twice_resumes_and_matches_uninterrupted(
     # the same config, uninterrupted, in this process
     monkeypatch.setenv("OPMASK_DATASETS", datasets_root)
     cfg = load_config(SHAPES_OPMASK, TINY + opts)
-    train(cfg, str(tmp_path / "local"), resume=False)
+    train(cfg, RunFolder(str(tmp_path / "local")), resume=False)
     a = load_verified(str(run / "models" / "model_final.pth"))["model"]
     b = load_verified(str(tmp_path / "local" / "models" / "model_final.pth"))["model"]
     assert all(torch.equal(a[k], b[k]) for k in a)

@@ -11,7 +11,7 @@ import sys
 import pytest
 
 from opmask.config import load_config
-from opmask.engine.entry import train_in_process
+from opmask.run.entry import train_in_process
 from tests.conftest import SHAPES_OPMASK, TINY
 from tests.launch.conftest import wait_final
 

@@ -12,8 +12,8 @@ import sys
 
 import pytest
 
-from opmask.engine import exit_codes
-from opmask.engine.checkpoint import load_verified
+from opmask.train.checkpoint import load_verified
+from opmask.utils import exit_codes
 from tests.conftest import SHAPES_OPMASK, TINY
 from tests.launch.conftest import wait_final, wait_for
 

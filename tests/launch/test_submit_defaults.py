@@ -12,7 +12,7 @@ import sys
 import pytest
 
 from opmask.cli import train
-from opmask.engine import exit_codes
+from opmask.utils import exit_codes
 from opmask_launch import submit
 from tests.conftest import SHAPES_OPMASK, TINY
 

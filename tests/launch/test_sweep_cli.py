@@ -12,7 +12,7 @@ import sys
 import pytest
 import yaml
 
-from opmask.engine import exit_codes
+from opmask.utils import exit_codes
 from opmask_launch import sweep
 from opmask_launch.sweep_file import exp_id, run_names
 from tests.conftest import REPO, SHAPES_OPMASK

@@ -7,8 +7,8 @@ import pytest
 import torch
 
 from opmask.config import load_config
-from opmask.engine.backends import configure_backends
 from opmask.modeling import build_model
+from opmask.train.backends import configure_backends
 
 from ..conftest import SHAPES_OPMASK, TINY
 

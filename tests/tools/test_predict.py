@@ -13,12 +13,13 @@ from pycocotools import mask as mask_utils
 
 from opmask.config import load_config
 from opmask.data.build import build_test_loader, load_datasets
-from opmask.engine.checkpoint import Checkpointer
 from opmask.evaluation.coco_eval import run_inference
 from opmask.modeling import build_model
 from opmask.modeling.weights import detectron2_file
+from opmask.run.folder import RunFolder
 from opmask.tools.predict import Predictor
 from opmask.tools.predict_files import Progress, read_rgb
+from opmask.train.checkpoint import Checkpointer
 
 from ..conftest import SHAPES_OPMASK, TINY
 
@@ -35,7 +36,7 @@ def make_run(folder):
     (run / "config.yaml").write_text(cfg.dump())
     torch.manual_seed(SEED)
     model = build_model(cfg).eval()
-    Checkpointer(str(run / "models")).save(
+    Checkpointer(str(run / "models"), RunFolder.CHECKPOINTS).save(
         "model_final.pth", {"model": model.state_dict(), "iteration": 6}
     )
     return run, cfg, model

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from opmask.engine.launch import launch
+from opmask.run.spawn import launch
 from opmask.utils import comm
 
 

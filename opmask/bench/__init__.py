@@ -1,0 +1,2 @@
+"""Benchmarks: training/inference speed and FLOPs (``speed``), data loading, memory and
+evaluation at scale (``loader``); run by ``opmask-bench``."""
