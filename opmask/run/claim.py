@@ -122,7 +122,7 @@ def _resume_config(run_dir: str) -> tuple[CfgNode | None, str]:
         note = "" if problem == "missing" else f"{problem}; no checkpoint to recover it from"
         return old, note
     path, state = found
-    note = f"config.yaml {problem}: recovered the run's config from {path}"
+    note = f"{RunFolder.CONFIG} {problem}: recovered the run's config from {path}"
     return CfgNode.load_cfg(state["meta"]["config"]), note
 
 

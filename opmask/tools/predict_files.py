@@ -21,12 +21,13 @@ from pycocotools.coco import COCO
 from ..data.catalog import BUILTIN, resolve
 from ..data.coco import DatasetError
 from ..data.images import DECODE_ERRORS, decode_reason, to_rgb8
+from ..run.folder import RunFolder
 from ..train.vis import Detections, compose, draw_detections, draw_priors
 from ..utils.fs import atomic_write_bytes
 from .predict import PredictError, Predictor
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp")
-RESULTS = "coco_instances_results.json"  # the COCO results of all images, in --output
+RESULTS = RunFolder.PREDICTIONS  # the COCO results of all images in --output (as a run writes)
 PROGRESS_SECONDS = 5.0  # a progress line at least this often ...
 PROGRESS_IMAGES = 100  # ... and every this many images
 SKIPPED = 1  # exit code when some inputs could not be read (the others are written)
