@@ -4,9 +4,9 @@ A loader worker decodes an image, resizes it and builds its masks: buffers of 1-
 after every sample. glibc serves blocks above its mmap threshold with their own memory map,
 returned to the system on free, but it raises that threshold to the size of each such block
 freed (up to 32 MiB). After the first large image a worker's buffers therefore come from the
-heap, whose freed holes it keeps: each worker grows for hundreds of batches (measured in
-docs/benchmarks.md: +17 to +24 MB over 500 batches, against at most +5 MB with a fixed
-threshold). ``fix_mmap_threshold`` turns the dynamic threshold off.
+heap, whose freed holes it keeps: each worker grows for hundreds of batches (measured with and
+without a fixed threshold in docs/benchmarks.md). ``fix_mmap_threshold`` turns the dynamic
+threshold off.
 """
 
 from __future__ import annotations

@@ -3,9 +3,8 @@ head must call more than 5 % of the ground-truth boxes by an object class, not b
 
 A tiny setting of the shapes configs. Issue 11's diagnosis: early in training most sampled RoIs
 are background, so every head first learns the class prior and calls every GT box background; a
-sound head is leaving that phase after these 30 iterations (measured: 16 / 85 / 56 / 59 % of the GT
-boxes called an object class on hue / texture / shape / oriented; 1 thread, about 25 s of CPU
-per family)."""
+sound head is leaving that phase after these 30 iterations (the shares measured on each family:
+docs/benchmarks.md; slow: about 25 s of CPU per family, 1 thread)."""
 
 from __future__ import annotations
 
