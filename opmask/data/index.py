@@ -17,6 +17,7 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import hashlib
+import itertools
 import json
 import logging
 import os
@@ -27,6 +28,7 @@ from dataclasses import asdict
 
 import numpy as np
 
+from ..utils.fs import atomic_write_bytes
 from .coco import DatasetError, DatasetInfo, load_coco_json, log_warnings
 
 logger = logging.getLogger(__name__)
@@ -159,8 +161,9 @@ def _aligned(n: int) -> int:
 
 
 def write_index(path: str, arrays: dict[str, np.ndarray], header_extra: dict) -> None:
-    """Write the cache file atomically (temporary file, fsync, rename). Array offsets in the
-    header are relative to the data start, the header's end rounded up to ``ALIGN``."""
+    """Write the cache file atomically (``utils.fs``: a fsynced temporary file renamed over
+    ``path``), one array at a time. Array offsets in the header are relative to the data start,
+    the header's end rounded up to ``ALIGN``."""
     arrays = {k: np.ascontiguousarray(a) for k, a in arrays.items()}
     entries, offset = {}, 0
     for name, a in arrays.items():
@@ -169,19 +172,14 @@ def write_index(path: str, arrays: dict[str, np.ndarray], header_extra: dict) ->
         offset += _aligned(a.nbytes)
     header = json.dumps({**header_extra, "arrays": entries}).encode()
     head = MAGIC + struct.pack("<Q", len(header)) + header
-    tmp = f"{path}.tmp-{os.getpid()}"
-    try:
-        with open(tmp, "wb") as f:
-            f.write(head + b"\0" * (_aligned(len(head)) - len(head)))
-            for a in arrays.values():
-                raw = a.tobytes()
-                f.write(raw + b"\0" * (_aligned(len(raw)) - len(raw)))
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
+    atomic_write_bytes(path, _padded(head, arrays.values()))
+
+
+def _padded(head: bytes, arrays):
+    """``head``, then each array's bytes (made one at a time), each followed by zeros up to the
+    next multiple of ``ALIGN``."""
+    for raw in itertools.chain([head], (a.tobytes() for a in arrays)):
+        yield raw + b"\0" * (_aligned(len(raw)) - len(raw))
 
 
 class CorruptCache(Exception):
@@ -423,6 +421,5 @@ def _build(json_file: str, image_root: str, name: str, path: str, key: str) -> D
     meta["dropped"] = dict(info.dropped)
     write_index(path, arrays, {"key": key, "json_file": json_file, "info": meta})
     idx = DatasetIndex(path, image_root)
-    idx.built_here = True
     logger.info("dataset %s: built index %s in %.1f s", name, path, time.perf_counter() - start)
     return idx

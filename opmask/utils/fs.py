@@ -5,12 +5,14 @@ from __future__ import annotations
 
 import os
 import secrets
+from collections.abc import Iterable
 
 TMP_PREFIX = ".tmp-"
 
 
-def atomic_write_bytes(path: str, data: bytes) -> None:
-    """Write ``data`` to ``path`` so readers see the old file or the whole new one, never a part.
+def atomic_write_bytes(path: str, data: bytes | Iterable[bytes]) -> None:
+    """Write ``data`` (bytes, or chunks written one after the other so a large file need not be
+    joined in memory) to ``path`` so readers see the old file or the whole new one, never a part.
 
     The file's mode follows the user's umask (like any file ``open`` creates).
     """
@@ -18,15 +20,17 @@ def atomic_write_bytes(path: str, data: bytes) -> None:
     publish(tmp, path)
 
 
-def durable_tmp(path: str, data: bytes) -> str:
-    """``data`` in a fsynced temporary file beside ``path``; returns its path."""
+def durable_tmp(path: str, data: bytes | Iterable[bytes]) -> str:
+    """``data`` (bytes or chunks of bytes) in a fsynced temporary file beside ``path``; returns
+    its path. If writing fails (or a chunk's producer raises), the temporary file is removed."""
     folder = os.path.dirname(os.path.abspath(path))
     name = f"{TMP_PREFIX}{os.path.basename(path)}.{os.getpid()}.{secrets.token_hex(4)}"
     tmp = os.path.join(folder, name)
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
     try:
         with os.fdopen(fd, "wb") as f:
-            f.write(data)
+            for chunk in [data] if isinstance(data, (bytes, bytearray, memoryview)) else data:
+                f.write(chunk)
             f.flush()
             os.fsync(f.fileno())
     except BaseException:
