@@ -8,7 +8,7 @@ import time
 
 from ..data import cocolike
 from ..data.catalog import datasets_root, resolve
-from ..data.check import check_dataset, record_check
+from ..data.check import check_dataset
 from ..data.shapes import FAMILIES, MAX_RADIUS, generate
 from ..utils.exit_codes import run_command
 from .parser import OneLineParser
@@ -107,7 +107,6 @@ def _add_check_and_coco_like(sub) -> None:
     c.add_argument("dataset", help="a builtin name or ANNOTATIONS.json:IMAGE_DIR")
     c.add_argument("--workers", type=count(1), default=None, help="processes (default: all CPUs)")
     c.add_argument("--decode", action="store_true", help="decode every image, not only headers")
-    c.add_argument("--cache-dir", default="", help="where the result is recorded (see index)")
     f = sub.add_parser(
         "coco-like",
         help="write a COCO-shaped fixture of N images (benchmarks, tests)",
@@ -122,7 +121,6 @@ def _check(args) -> int:
     json_file, image_root, _ = resolve(args.dataset)
     report = check_dataset(json_file, image_root, workers=args.workers or 0, decode=args.decode)
     print("\n".join(report.lines()))
-    record_check(json_file, report, args.cache_dir)
     return 0 if report.ok else 1
 
 

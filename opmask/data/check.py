@@ -12,7 +12,6 @@ boxes (dropped), file names outside the image folder, 16-bit images (read scaled
 from __future__ import annotations
 
 import errno
-import json
 import os
 import stat
 from collections import Counter
@@ -36,7 +35,6 @@ from .coco import (
     shown,
 )
 from .images import INTEGER_MODES, REFUSED_MODES, decode_reason, to_rgb8
-from .index import cache_path, json_key
 from .masks import is_polygon, valid_polygons
 
 FIRST_IDS = 5  # offending image ids shown per kind of problem
@@ -202,24 +200,3 @@ def check_dataset(
             for iid, kind, message, warning in found:
                 (report.warn if warning else report.add)(kind, iid, message)
     return report
-
-
-def record_check(json_file: str, report: CheckReport, cache_dir: str = "") -> str | None:
-    """Record the outcome beside the dataset's index cache, keyed like it; None if unwritable."""
-    path = cache_path(json_file, cache_dir) + ".check.json"
-    record = {
-        "key": json_key(json_file),
-        "ok": report.ok,
-        "counts": dict(report.counts),
-        "problems": {k: len(v) for k, v in report.problems.items()},
-        "warnings": {k: len(v) for k, v in report.warnings.items()},
-    }
-    try:
-        os.makedirs(os.path.dirname(path), exist_ok=True)
-        tmp = f"{path}.tmp-{os.getpid()}"
-        with open(tmp, "w", encoding="utf-8") as f:
-            json.dump(record, f)
-        os.replace(tmp, path)
-    except OSError:
-        return None
-    return path

@@ -12,14 +12,16 @@ from PIL import Image
 from opmask.cli.data import main
 
 
-def test_coco_like_passes_check(tmp_path, capsys):
+def test_coco_like_passes_check_which_writes_nothing(tmp_path, capsys, monkeypatch):
     out = tmp_path / "ds"
     assert main(["coco-like", "--images", "30", "--out", str(out)]) == 0
+    before = sorted(tmp_path.rglob("*"))
+    monkeypatch.setenv("OPMASK_CACHE", str(tmp_path / "cache"))
     spec = f"{out}/annotations.json:{out}/images"
-    assert main(["check", spec, "--workers", "2", "--cache-dir", str(tmp_path / "c")]) == 0
+    assert main(["check", spec, "--workers", "2"]) == 0
     text = capsys.readouterr().out
     assert "30 images" in text and "80 categories" in text and text.strip().endswith("OK")
-    assert [f for f in os.listdir(tmp_path / "c") if f.endswith(".check.json")]
+    assert sorted(tmp_path.rglob("*")) == before  # no record, no index cache
     assert main(["coco-like", "--images", "3", "--out", str(out)]) == 1  # not empty
 
 
@@ -33,8 +35,7 @@ def test_check_reports_missing_image_wrong_size_bad_polygon(tmp_path, capsys):
     ann = next(a for a in data["annotations"] if a["image_id"] == 12 and not a["iscrowd"])
     ann["segmentation"] = [[10, 10, "x", 20, 30, 30]]
     json.dump(data, open(out / "annotations.json", "w"))
-    rc = main(["check", f"{out}/annotations.json:{out}/images", "--workers", "2",
-               "--cache-dir", str(tmp_path / "c")])  # fmt: skip
+    rc = main(["check", f"{out}/annotations.json:{out}/images", "--workers", "2"])
     text = capsys.readouterr().out
     assert rc == 1
     assert "missing image file: 1 (first image ids: 4)" in text

@@ -47,7 +47,7 @@ def _dataset(tmp_path, names=("a.png", "b.png", "c.png"), anns=None) -> str:
 
 
 def _check(spec: str, tmp_path, capsys) -> tuple[int, str]:
-    rc = main(["check", spec, "--workers", "1", "--cache-dir", str(tmp_path / "cache")])
+    rc = main(["check", spec, "--workers", "1"])
     return rc, capsys.readouterr().out
 
 
