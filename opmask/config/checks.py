@@ -1,6 +1,8 @@
 """The allowed values of every config key: one table, checked by ``load_config``.
 
-``CHECKS`` maps each leaf key of ``defaults.py`` to a check (a test keeps the two in step);
+``CHECKS`` maps each leaf key of ``defaults.py`` to a check (a test keeps the two in step); a
+check wrapped in :func:`resumable` marks a key that may change when a run is resumed (its second
+column: :data:`RESUME_SAFE_KEYS`);
 ``CROSS_CHECKS`` relate keys to each other. A check returns what is wrong (``"must be >= 1"``) or
 None; :func:`validate` turns the first problem into a :class:`ConfigError` naming key and value.
 Whether a device is present is not a property of the config but of the machine, so it is checked
@@ -52,6 +54,17 @@ def integer(lo: int | None = None, hi: int | None = None) -> Check:
         return None
 
     return check
+
+
+def resumable(check: Check) -> Check:
+    """``check``, marking its key resume-safe: a run may be resumed with another value (how far,
+    how often, where and how fast it runs, what it evaluates on; never what it learns)."""
+
+    def marked(v):
+        return check(v)
+
+    marked.resume_safe = True
+    return marked
 
 
 def period(off: bool) -> Check:
@@ -180,11 +193,11 @@ IMAGE_SIDE = integer(32)
 CHECKS: dict[str, Check] = {
     "VERSION": integer(1),
     "MODEL.META_ARCHITECTURE": text(nonempty=True),
-    "MODEL.DEVICE": device,
-    "MODEL.WEIGHTS": text(),
+    "MODEL.DEVICE": resumable(device),
+    "MODEL.WEIGHTS": resumable(text()),
     "MODEL.MASK_ON": flag,
-    "MODEL.CHANNELS_LAST": flag,
-    "MODEL.COMPILE": flag,
+    "MODEL.CHANNELS_LAST": resumable(flag),
+    "MODEL.COMPILE": resumable(flag),
     "MODEL.PIXEL_MEAN": seq(number(), length=3),
     "MODEL.PIXEL_STD": seq(number(gt=0), length=3),
     "MODEL.BACKBONE.NAME": choice("build_resnet_fpn_backbone"),
@@ -250,13 +263,13 @@ CHECKS: dict[str, Check] = {
     "INPUT.FORMAT": choice("BGR", "RGB"),
     "INPUT.RANDOM_FLIP": choice("horizontal", "none"),
     "DATASETS.TRAIN": seq(text(nonempty=True)),
-    "DATASETS.TEST": seq(text(nonempty=True)),
+    "DATASETS.TEST": resumable(seq(text(nonempty=True))),
     "DATASETS.CACHE_DIR": text(),
-    "DATALOADER.NUM_WORKERS": NONNEG,
+    "DATALOADER.NUM_WORKERS": resumable(NONNEG),
     "DATALOADER.ASPECT_RATIO_GROUPING": flag,
     "DATALOADER.FILTER_EMPTY_ANNOTATIONS": flag,
-    "DATALOADER.WORKER_MMAP_THRESHOLD": NONNEG,
-    "SOLVER.MAX_ITER": POSITIVE,
+    "DATALOADER.WORKER_MMAP_THRESHOLD": resumable(NONNEG),
+    "SOLVER.MAX_ITER": resumable(POSITIVE),
     "SOLVER.OPTIMIZER": choice("SGD", "AdamW"),
     "SOLVER.BASE_LR": number(gt=0.0),
     "SOLVER.MOMENTUM": number(0.0, 1.0),
@@ -268,31 +281,31 @@ CHECKS: dict[str, Check] = {
     "SOLVER.WARMUP_FACTOR": number(0.0, 1.0),
     "SOLVER.WARMUP_ITERS": NONNEG,
     "SOLVER.WARMUP_METHOD": choice("linear", "constant"),
-    "SOLVER.CHECKPOINT_PERIOD": period(off=False),
-    "SOLVER.MAX_TO_KEEP": NONNEG,
+    "SOLVER.CHECKPOINT_PERIOD": resumable(period(off=False)),
+    "SOLVER.MAX_TO_KEEP": resumable(NONNEG),
     "SOLVER.IMS_PER_BATCH": POSITIVE,
     "SOLVER.CLIP_GRADIENTS.ENABLED": flag,
     "SOLVER.CLIP_GRADIENTS.CLIP_TYPE": choice("value", "norm", "full_model"),
     "SOLVER.CLIP_GRADIENTS.CLIP_VALUE": number(gt=0.0),
     "SOLVER.CLIP_GRADIENTS.NORM_TYPE": lambda v: None if v == math.inf else number(gt=0.0)(v),
-    "SOLVER.TF32": flag,
+    "SOLVER.TF32": resumable(flag),
     "SOLVER.AMP.ENABLED": flag,
     "SOLVER.AMP.DTYPE": choice("float16", "bfloat16"),
-    "TEST.EVAL_PERIOD": period(off=True),
+    "TEST.EVAL_PERIOD": resumable(period(off=True)),
     "TEST.DETECTIONS_PER_IMAGE": POSITIVE,
     "TEST.EVALUATOR": choice("pycocotools", "faster_coco_eval"),
     "TEST.EXPECTED_RESULTS": anything,
-    "OUTPUT_DIR": text(nonempty=True),
+    "OUTPUT_DIR": resumable(text(nonempty=True)),
     "SEED": integer(hi=2**32 - 1),  # negative: drawn at random
-    "CUDNN_BENCHMARK": flag,
-    "VIS_PERIOD": period(off=True),
+    "CUDNN_BENCHMARK": resumable(flag),
+    "VIS_PERIOD": resumable(period(off=True)),
     "EXP.PS": choice("voc", "nvoc", "40_classes_inc", "", "dataset"),
     "EXP.STRONG_CATEGORY_IDS": seq(integer()),
     "EXP.TRAINER": text(),
-    "EXP.PRINT_PERIOD": period(off=False),
+    "EXP.PRINT_PERIOD": resumable(period(off=False)),
     "EXP.FOLDER_NAME": text(nonempty=True),
-    "EXP.VIS_ROIS": NONNEG,
-    "EXP.VIS_PREDICTIONS": NONNEG,
+    "EXP.VIS_ROIS": resumable(NONNEG),
+    "EXP.VIS_PREDICTIONS": resumable(NONNEG),
     "EXP.HPARAMS": seq(text(nonempty=True)),
 }
 
@@ -445,6 +458,27 @@ UNREAD_KEYS = {
     "TEST.EXPECTED_RESULTS": "Detectron2's regression-test expectations are not checked",
     "EXP.TRAINER": "one training loop serves every config",
 }
+
+
+# Keys that may change between a run and its resumption: the resumable rows, and every key that
+# nothing reads.
+RESUME_SAFE_KEYS = frozenset(
+    [k for k, check in CHECKS.items() if getattr(check, "resume_safe", False)] + list(UNREAD_KEYS)
+)
+
+
+def check_world(cfg: CfgNode, world_size: int, processes: str = "processes") -> None:
+    """The global batch ``SOLVER.IMS_PER_BATCH`` splits evenly over ``world_size`` processes
+    (``processes`` says how the user set that number, e.g. "--num-gpus x --num-machines").
+
+    Raises:
+        ConfigError: it does not.
+    """
+    if cfg.SOLVER.IMS_PER_BATCH % world_size:
+        raise ConfigError(
+            f"SOLVER.IMS_PER_BATCH {cfg.SOLVER.IMS_PER_BATCH} is not a multiple of the "
+            f"{world_size} {processes}"
+        )
 
 
 def warn_unread(cfg: CfgNode, defaults: CfgNode) -> list[str]:

@@ -9,6 +9,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, get_worker_info
 
+from ..config.checks import check_world
 from ..utils.malloc import fix_mmap_threshold
 from .catalog import load_dataset
 from .coco import DatasetError, DatasetInfo
@@ -178,12 +179,8 @@ def build_train_loader(
         if len(kept) < len(dicts):
             logger.info("Removed %d training images without instances", len(dicts) - len(kept))
         dicts = kept
-    batch, rem = divmod(cfg.SOLVER.IMS_PER_BATCH, world_size)
-    if rem or batch == 0:
-        raise ValueError(
-            f"SOLVER.IMS_PER_BATCH ({cfg.SOLVER.IMS_PER_BATCH}) must be a multiple of the world "
-            f"size ({world_size})"
-        )
+    check_world(cfg, world_size)  # refused before any run folder exists (validate_inputs)
+    batch = cfg.SOLVER.IMS_PER_BATCH // world_size
     mapper = DatasetMapper(
         is_train=True,
         min_sizes=cfg.INPUT.MIN_SIZE_TRAIN,

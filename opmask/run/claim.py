@@ -20,7 +20,7 @@ import yaml
 from fvcore.common.config import CfgNode
 
 from ..config import config_diff
-from ..config.checks import UNREAD_KEYS
+from ..config.checks import RESUME_SAFE_KEYS
 from ..data.catalog import short_name
 from ..utils.errors import OPMaskInputError
 from ..utils.fs import TMP_PREFIX, atomic_write_bytes
@@ -29,28 +29,6 @@ from .folder import RunFolder
 logger = logging.getLogger("opmask.run_dir")
 
 LOCK_NAME = RunFolder.LOCK
-
-# Keys that may change between a run and its resumption (also every key nothing reads).
-RESUME_SAFE_KEYS = set(UNREAD_KEYS) | {
-    "SOLVER.MAX_ITER",
-    "SOLVER.CHECKPOINT_PERIOD",
-    "SOLVER.MAX_TO_KEEP",
-    "TEST.EVAL_PERIOD",
-    "EXP.PRINT_PERIOD",
-    "VIS_PERIOD",
-    "EXP.VIS_ROIS",
-    "EXP.VIS_PREDICTIONS",
-    "OUTPUT_DIR",
-    "DATALOADER.NUM_WORKERS",
-    "DATALOADER.WORKER_MMAP_THRESHOLD",
-    "MODEL.DEVICE",
-    "MODEL.WEIGHTS",
-    "DATASETS.TEST",
-    "CUDNN_BENCHMARK",
-    "SOLVER.TF32",
-    "MODEL.CHANNELS_LAST",
-    "MODEL.COMPILE",
-}
 
 
 class RunFolderError(OPMaskInputError, RuntimeError):

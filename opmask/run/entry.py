@@ -16,7 +16,8 @@ from typing import Sequence
 
 from fvcore.common.config import CfgNode
 
-from ..config import ConfigError, check_device, load_config
+from ..config import check_device, load_config
+from ..config.checks import check_world
 from ..data.build import check_datasets
 from ..modeling.weights import check_weights_file
 from ..train import preempt
@@ -61,11 +62,8 @@ def validate_inputs(
         ConfigError, DatasetError, SplitError, UnsafeWeightsError, WeightsFileError.
     """
     check_device(cfg.MODEL.DEVICE, local_procs)
-    if not eval_only and cfg.SOLVER.IMS_PER_BATCH % world_size:
-        raise ConfigError(
-            f"SOLVER.IMS_PER_BATCH {cfg.SOLVER.IMS_PER_BATCH} is not a multiple of the "
-            f"{world_size} processes (--num-gpus x --num-machines)"
-        )
+    if not eval_only:
+        check_world(cfg, world_size, "processes (--num-gpus x --num-machines)")
     if cfg.MODEL.WEIGHTS:
         check_weights_file(cfg.MODEL.WEIGHTS)
     check_datasets(cfg, eval_only=eval_only)

@@ -149,11 +149,6 @@ RAISES: dict[str, dict[str, Refused | InputError | Internal]] = {  # file -> rai
         "check_datasets::DatasetError: {}": _DATA_CHECK,
         "check_datasets::DatasetError: test dataset {} has": _DATA_CHECK,
         "check_datasets::DatasetError: test dataset {}: {}": _DATA_CHECK,
-        "build_train_loader::ValueError: SOLVER.IMS_PER_BATCH ({}) must be": Internal(
-            "the world size is known when the processes start: entry.validate_inputs refuses a "
-            "batch not divisible by it before the run folder is claimed (test_bad_inputs "
-            "'batch vs processes')"
-        ),
     },
     "opmask/data/mapper.py": {
         "DatasetMapper.__init__::ValueError: INPUT.MIN_SIZE_TRAIN_SAMPLING must be choice": Refused(

@@ -6,6 +6,8 @@ import pytest
 
 from opmask.config import ConfigError, load_config
 
+from ..conftest import SHAPES_OPMASK
+
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 ALL_CONFIGS = sorted(glob.glob(os.path.join(REPO, "configs", "**", "*.yaml"), recursive=True))
 
@@ -217,3 +219,46 @@ def test_shipped_configs_load_by_name_from_any_folder(tmp_path, monkeypatch):
     assert load_config("configs/opmask_R50_FPN_130k.yaml").SOLVER.MAX_ITER == 7
     with pytest.raises(ConfigError, match="config file not found: nope.yaml$"):
         load_config("nope.yaml")
+
+
+def test_resume_safety_is_a_column_of_the_checks_table():
+    """What may change on --resume is marked where each key's values are declared: how long,
+    how often, where and how fast a run goes and what it is evaluated on — never what it learns."""
+    from opmask.config.checks import CHECKS, RESUME_SAFE_KEYS, UNREAD_KEYS
+
+    marked = {k for k, check in CHECKS.items() if getattr(check, "resume_safe", False)}
+    assert marked == {
+        "SOLVER.MAX_ITER",
+        "SOLVER.CHECKPOINT_PERIOD",
+        "SOLVER.MAX_TO_KEEP",
+        "TEST.EVAL_PERIOD",
+        "EXP.PRINT_PERIOD",
+        "VIS_PERIOD",
+        "EXP.VIS_ROIS",
+        "EXP.VIS_PREDICTIONS",
+        "OUTPUT_DIR",
+        "DATALOADER.NUM_WORKERS",
+        "DATALOADER.WORKER_MMAP_THRESHOLD",
+        "MODEL.DEVICE",
+        "MODEL.WEIGHTS",
+        "DATASETS.TEST",
+        "CUDNN_BENCHMARK",
+        "SOLVER.TF32",
+        "MODEL.CHANNELS_LAST",
+        "MODEL.COMPILE",
+    }
+    assert RESUME_SAFE_KEYS == marked | set(UNREAD_KEYS)
+    assert CHECKS["SOLVER.MAX_ITER"](0) == "must be >= 1"  # marking keeps the check
+    assert not getattr(CHECKS["SOLVER.IMS_PER_BATCH"], "resume_safe", False)  # shared checks stay
+
+
+def test_the_batch_must_split_over_the_processes():
+    from opmask.config.checks import check_world
+
+    cfg = load_config(SHAPES_OPMASK, ["SOLVER.IMS_PER_BATCH", "6"])
+    check_world(cfg, 3)
+    with pytest.raises(ConfigError) as e:
+        check_world(cfg, 4, "processes (--num-gpus x --num-machines)")
+    assert str(e.value) == (
+        "SOLVER.IMS_PER_BATCH 6 is not a multiple of the 4 processes (--num-gpus x --num-machines)"
+    )
