@@ -15,9 +15,9 @@ from dataclasses import dataclass
 from fvcore.common.config import CfgNode
 
 from opmask.data.build import check_datasets
+from opmask.modeling.weights import check_weights_file
 from opmask.run.claim import RunFolderError, RunLock, claim
 from opmask.run.folder import RunFolder
-from opmask.modeling.weights import check_weights_file
 
 from .executor import LaunchError, Resources, check_partition, make_executor, submit_all
 from .job import TrainJob
@@ -94,15 +94,17 @@ def check_world(cfg: CfgNode, res: Resources) -> None:
         )
 
 
-def check_evaluable(run_dir: str) -> None:
+def check_evaluable(
+    run_dir: str, *, what: str = "", hint: str = "check --exp-id / --output"
+) -> None:
     """Refuse an evaluation job for a run folder that does not exist or holds no checkpoint
-    file (the job itself verifies the newest one, as ``opmask-train --eval-only`` does)."""
+    file (the job itself verifies the newest one, as ``opmask-train --eval-only`` does).
+    ``what`` names the folder's owner in the message (``"point 3: "``); ``hint`` says where a
+    missing folder's path came from."""
     if not os.path.isdir(run_dir):
-        raise RunFolderError(
-            f"--eval-only: no run folder {run_dir} to evaluate (check --exp-id / --output-dir)"
-        )
+        raise RunFolderError(f"--eval-only: {what}no run folder {run_dir} to evaluate ({hint})")
     if not RunFolder(run_dir).checkpointer().candidates():
-        raise RunFolderError(f"--eval-only: no checkpoint in {run_dir}/models to evaluate")
+        raise RunFolderError(f"--eval-only: {what}no checkpoint in {run_dir}/models to evaluate")
 
 
 def check_points(points: list[dict], request: Request, *, data_check: bool) -> None:

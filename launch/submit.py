@@ -13,12 +13,12 @@ import json
 import os
 import sys
 
-from opmask.cli.flags import run_flags
+from opmask.cli.flags import add_overrides, add_run_flags, old_names
 from opmask.cli.parser import OneLineParser
 from opmask.config import load_config
-from opmask.utils.exit_codes import run_command
 from opmask.run.claim import run_folder
 from opmask.run.folder import RunFolder
+from opmask.utils.exit_codes import run_command
 from opmask.utils.fs import atomic_write_bytes
 
 from .executor import (
@@ -34,7 +34,7 @@ from .submission import Record, Request, add_data_check_flag, check_points, subm
 EPILOG = """\
 examples:
   opmask-submit --config-file configs/opmask_R50_FPN_130k.yaml --exp-id voc \\
-      --profile example-gpu-cluster --nodes 2 --gpus-per-node 8 --time 4320
+      --profile example-gpu-cluster --nodes 2 --num-gpus 8 --time 4320
   export OPMASK_PROFILE=example-gpu-cluster     # then --profile can be left out
   opmask-submit --config-file configs/opmask_R50_FPN_130k.yaml --exp-id voc --dry-run \\
       --no-data-check                           # the sbatch script and config; submits nothing
@@ -48,14 +48,15 @@ set your partition and account, and pass --profile PATH.yaml.
 
 def parser() -> argparse.ArgumentParser:
     """opmask-submit's flags: the run flags of opmask-train (``opmask.cli.flags``), the submission
-    flags and the SLURM resources."""
+    flags and the SLURM resources (``--num-gpus``: GPUs per node, as opmask-train's processes per
+    machine)."""
     p = OneLineParser(
         prog="opmask-submit",
         description=__doc__.replace("``", ""),
         epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
-        parents=[run_flags()],
     )
+    add_run_flags(p)
     p.add_argument(
         "--dry-run",
         action="store_true",
@@ -75,6 +76,8 @@ def parser() -> argparse.ArgumentParser:
     )
     add_data_check_flag(p)
     add_resource_flags(p)
+    old_names(p, "--gpus-per-node")  # --num-gpus, as opmask-train
+    add_overrides(p)
     return p
 
 

@@ -2,7 +2,7 @@
 
 Sweep file (YAML)::
 
-    name: ps_seeds                      # the sweep folder is OUT (default sweeps/NAME)
+    name: ps_seeds                      # the sweep folder is --output (default sweeps/NAME)
     config: configs/opmask_R50_FPN_130k.yaml
     overrides: {SOLVER.CHECKPOINT_PERIOD: 5000}   # every point (optional)
     grid: {EXP.PS: [voc, nvoc], SEED: [1, 2]}     # cartesian product (optional)
@@ -15,7 +15,9 @@ Each point's exp-id is derived from its overrides (stable; a short hash is appen
 readable form would drop characters), its run folder is ``SWEEP/runs/EXP_ID``. ``submit`` writes
 ``SWEEP/sweep.json`` (the manifest) and returns at once; ``submit --dry-run`` prints each point's
 run folder and overrides and the array's sbatch script, and writes and submits nothing. A config
-warning that every point shares is printed once per sweep.
+warning that every point shares is printed once per sweep. ``submit --eval-only`` submits a job
+array that evaluates each point's newest checkpoint (``opmask-train --eval-only`` on its run
+folder); every point's run folder must hold one, and the manifest is left as it is.
 """
 
 from __future__ import annotations
@@ -28,12 +30,13 @@ import json
 import logging
 import math
 import os
+import shlex
 import sys
 
 import yaml
 from fvcore.common.config import CfgNode
 
-from opmask.cli.flags import add_dist_timeout
+from opmask.cli.flags import add_dist_timeout, old_names
 from opmask.cli.parser import OneLineParser
 from opmask.config import checks, load_config
 from opmask.run.claim import RunFolderError
@@ -65,6 +68,7 @@ from .submission import (
     Request,
     add_data_check_flag,
     check_data,
+    check_evaluable,
     check_points,
     check_world,
     sbatch_points,
@@ -108,8 +112,8 @@ def _number(value) -> float | None:
 # ---------------------------------------------------------------------- commands
 def cmd_submit(args) -> int:
     spec = read_sweep_file(args.sweep_file)
-    out = os.path.abspath(args.out or os.path.join("sweeps", spec["name"]))
-    if os.path.isfile(os.path.join(out, MANIFEST)):
+    out = os.path.abspath(args.output or os.path.join("sweeps", spec["name"]))
+    if not args.eval_only and os.path.isfile(os.path.join(out, MANIFEST)):
         raise LaunchError(f"{out} already holds a sweep; use `opmask-sweep resume {out}`")
     res = resolve_resources(args)
     for k, v in (spec.get("resources") or {}).items():
@@ -126,7 +130,15 @@ def cmd_submit(args) -> int:
         if not args.dry_run:
             raise
         note = not_checked_note(res, e.reason)
-    points = _points(spec, overrides, names, out, res, data_check=not args.no_data_check)
+    points = _points(
+        spec,
+        overrides,
+        names,
+        out,
+        res,
+        data_check=not args.no_data_check,
+        eval_only=args.eval_only,
+    )
     manifest = {
         "name": spec["name"],
         "sweep_file": os.path.abspath(args.sweep_file),
@@ -137,7 +149,15 @@ def cmd_submit(args) -> int:
     }
     request = _request(manifest, out, args)
     if args.dry_run:
-        return _dry_run(points, request, note=note)
+        return _dry_run(points, request, note=note, config=spec["config"])
+    if args.eval_only:  # the manifest stays the training's, as opmask-submit --eval-only
+        jobs = submit_points(points, request, Record(), data_check=False, resume=False)
+        print(
+            f"submitted the evaluation of {len(points)} points' newest checkpoints as one job "
+            f"array ({jobs[0].job_id.split('_')[0]}); each run folder's log.txt and "
+            "metrics.json get the results"
+        )
+        return 0
     record = Manifest(manifest, out, refusal_hint=True)
     submit_points(points, request, record, data_check=False, resume=False)  # _points did
     print(
@@ -147,14 +167,18 @@ def cmd_submit(args) -> int:
     return 0
 
 
-def _dry_run(points: list[dict], request: Request, *, note: str | None) -> int:
-    """Print each point's run folder and overrides and the array's sbatch script (the points
-    and the partition are checked as ``submit`` checks them); write and submit nothing.
-    ``note``: no SLURM cluster answers here, the partition was not asked about (the one line
-    printed on stderr)."""
+def _dry_run(points: list[dict], request: Request, *, note: str | None, config: str) -> int:
+    """Print each point's run folder and overrides (with ``request.eval_only``, also the
+    ``opmask-train --eval-only`` command its job is equivalent to) and the array's sbatch script
+    (the points and the partition are checked as ``submit`` checks them); write and submit
+    nothing. ``note``: no SLURM cluster answers here, the partition was not asked about (the one
+    line printed on stderr)."""
     check_points(points, dataclasses.replace(request, local=True), data_check=False)
     for p in points:
         print(f"point {p['index']}: {p['run_dir']}  {' '.join(_opts(p['overrides']))}")
+        if request.eval_only:
+            command = ["opmask-train", "--config-file", config, "--output", p["run_dir"]]
+            print("  evaluates as: " + shlex.join([*command, "--eval-only", *p["opts"]]))
     array = len(points) if len(points) > 1 else None  # one point is a plain job, as submitted
     print(sbatch_script(request.folder, request.res, request.name, array))
     if note is not None:
@@ -170,23 +194,31 @@ def _points(
     res: Resources,
     *,
     data_check: bool,
+    eval_only: bool = False,
 ) -> list[dict]:
     """Every point's config loaded (nothing written), its world size and (``data_check``) its
-    datasets and MODEL.WEIGHTS checked (each once), its run folder ``OUT/runs/NAME`` free: what
-    all points share fails at the first one. A config warning is printed once, not per point."""
+    datasets and MODEL.WEIGHTS checked (each once), its run folder ``OUT/runs/NAME`` free (with
+    ``eval_only``: holding a checkpoint to evaluate; the world size is then not checked, as for
+    opmask-submit --eval-only): what all points share fails at the first one. A config warning
+    is printed once, not per point."""
     points, hparams = [], ["EXP.HPARAMS", repr(tuple(varied_keys(spec)))]
     checked: set = set()
     with _each_warning_once(checks.logger):
         for i, (point, name) in enumerate(zip(overrides, names)):
-            cfg = load_config(spec["config"], _opts(point) + hparams)  # HParams: varied keys
-            check_world(cfg, res)  # the same IMS_PER_BATCH for all points fails at the first
-            if data_check:
-                check_data(cfg, checked)
+            opts = _opts(point) + hparams  # HParams: the varied keys
+            cfg = load_config(spec["config"], opts)
             run_dir = os.path.join(out, "runs", name)
-            if os.path.isdir(run_dir) and os.listdir(run_dir):
+            if eval_only:
+                check_evaluable(run_dir, what=f"point {i}: ", hint="check --output, the sweep")
+            else:
+                check_world(cfg, res)  # the same IMS_PER_BATCH for all points fails at the first
+            if data_check:
+                check_data(cfg, checked, eval_only=eval_only)
+            if not eval_only and os.path.isdir(run_dir) and os.listdir(run_dir):
                 raise RunFolderError(f"run folder {run_dir} of point {i} already holds a run")
             points.append(
                 {"index": i, "exp_id": name, "overrides": point, "run_dir": run_dir, "cfg": cfg}
+                | ({"opts": opts} if eval_only else {})
             )
     return points
 
@@ -227,12 +259,15 @@ def _each_warning_once(logger: logging.Logger):
 
 
 def _request(manifest: dict, out: str, args) -> Request:
-    """The sweep's job array: its resources, OUT/slurm, job name ``sweep-NAME``."""
+    """The sweep's job array: its resources, OUT/slurm, job name ``sweep-NAME`` (evaluations:
+    ``sweep-eval-NAME``)."""
+    eval_only = getattr(args, "eval_only", False)
     return Request(
         Resources(**manifest["resources"]),
         os.path.join(out, "slurm", "%j"),  # %j is ARRAYID_TASK for array tasks
-        f"sweep-{manifest['name']}",
+        f"sweep-{'eval-' if eval_only else ''}{manifest['name']}",
         dist_timeout_min=args.dist_timeout,
+        eval_only=eval_only,
     )
 
 
@@ -469,16 +504,24 @@ def parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", required=True)
     s = sub.add_parser("submit", help="submit every point as one job array and return")
     s.add_argument("sweep_file")
-    s.add_argument("--out", help="sweep folder (default sweeps/NAME)")
+    s.add_argument("--output", metavar="DIR", help="sweep folder (default sweeps/NAME)")
+    old_names(s, "--out")
     s.add_argument(
         "--dry-run",
         action="store_true",
         help="check every point, print its run folder and overrides and the array's sbatch "
         "script; write and submit nothing (works without SLURM: the partition is then unchecked)",
     )
+    s.add_argument(
+        "--eval-only",
+        action="store_true",
+        help="a job array that evaluates each point's newest checkpoint (opmask-train "
+        "--eval-only on its run folder); every point's run folder must hold one",
+    )
     add_dist_timeout(s)
     add_data_check_flag(s)
     add_resource_flags(s)
+    old_names(s, "--gpus-per-node")  # --num-gpus, as opmask-train
     for name, help_ in (
         ("status", "a table per point: state, progress, loss, ETA, AP, requeues"),
         ("resume", "resubmit only unfinished or failed points"),
@@ -501,6 +544,7 @@ def parser() -> argparse.ArgumentParser:
         if name == "resume":
             add_dist_timeout(c)
             add_resource_flags(c)  # corrections of the saved request (e.g. a refused --nodes)
+            old_names(c, "--gpus-per-node")
             c.set_defaults(profile=None)
     return p
 

@@ -56,7 +56,7 @@ def _run(cmd: list[str], env: dict, timeout: float, **kw) -> subprocess.Complete
 
 def _train_cmd(run: str, opts: list[str], *extra: str) -> list[str]:
     return [sys.executable, "-m", "opmask.cli.train", "--config-file", SHAPES,
-            "--output-dir", run, *extra, *opts]  # fmt: skip
+            "--output", run, *extra, *opts]  # fmt: skip
 
 
 def _metrics(run: str) -> list[dict]:
@@ -186,7 +186,7 @@ def process_group(rep: Report, env: dict, a, base: list[str]) -> None:
         "from opmask.cli.train import main\n"
         "sys.exit(main(sys.argv[1:]))\n"
     )
-    cmd = [sys.executable, "-c", code, "--config-file", SHAPES, "--output-dir", run, *opts]
+    cmd = [sys.executable, "-c", code, "--config-file", SHAPES, "--output", run, *opts]
     p = _run(cmd, env, a.step_timeout)
     log_file = RunFolder(run).log()
     log = open(log_file, encoding="utf-8").read() if os.path.isfile(log_file) else ""

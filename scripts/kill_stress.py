@@ -78,7 +78,7 @@ def command(run: str, resume: bool, max_iter: int) -> list[str]:
         "opmask.cli.train",
         "--config-file",
         CONFIG,
-        "--output-dir",
+        "--output",
         run,
         *(["--resume"] if resume else []),
         *SMALL,

@@ -68,7 +68,7 @@ class Workspace:
             "opmask-train",
             "--config-file",
             SHAPES_OPMASK,
-            "--output-dir",
+            "--output",
             str(self.run),
             *flags,
             *TINY,
@@ -586,7 +586,7 @@ def _submit(*flags: str, profile: str | None = None) -> Callable[[Workspace], li
             "opmask-submit",
             "--config-file",
             SHAPES_OPMASK,
-            "--output-dir",
+            "--output",
             str(ws.run),
             *extra,
             *flags,
@@ -600,7 +600,7 @@ def _sweep_file(text: str | None = None, **spec) -> Callable[[Workspace], list[s
     def setup(ws: Workspace) -> list[str]:
         body = text if text is not None else json.dumps({"config": SHAPES_OPMASK, **spec})
         (ws.tmp / "s.yaml").write_text(body)
-        return ["opmask-sweep", "submit", str(ws.tmp / "s.yaml"), "--out", str(ws.tmp / "sw")]
+        return ["opmask-sweep", "submit", str(ws.tmp / "s.yaml"), "--output", str(ws.tmp / "sw")]
 
     return setup
 

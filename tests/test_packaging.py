@@ -169,7 +169,7 @@ def test_console_scripts_run_from_an_empty_folder(installed):
     run = work / "run"
     tiny = TINY + ["SOLVER.MAX_ITER", "4", "SOLVER.STEPS", "(3,)", "VIS_PERIOD", "0"]
     _run(
-        [str(bin_ / "opmask-train"), "--config-file", SHAPES, "--output-dir", str(run), *tiny],
+        [str(bin_ / "opmask-train"), "--config-file", SHAPES, "--output", str(run), *tiny],
         work,
         env,
     )

@@ -219,7 +219,7 @@ def check_dataset_spec(spec: str) -> None:
         raise DatasetError(f"--dataset {spec}: image folder not found: {image_root}")
 
 
-def main(argv: list[str] | None = None) -> int:
+def parser() -> argparse.ArgumentParser:
     p = OneLineParser(
         prog="opmask-bench",
         description=__doc__.replace("``", ""),
@@ -269,6 +269,11 @@ def main(argv: list[str] | None = None) -> int:
         "--mask-rois", type=count(1), default=128, help="--flops: mask-head RoIs per image"
     )
     p.add_argument("--eval-images", type=count(1), default=50, help="default table: (c) and (d)")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = parser()
     args = p.parse_args(argv)
     return run_command("opmask-bench", _bench, p, args)
 

@@ -11,6 +11,7 @@ from ..data.catalog import datasets_root, resolve
 from ..data.check import check_dataset
 from ..data.shapes import FAMILIES, MAX_RADIUS, generate
 from ..utils.exit_codes import run_command
+from .flags import old_names
 from .parser import OneLineParser
 
 # the shortest image side `opmask-data shapes` can place every object in (a shorter one fails
@@ -32,13 +33,13 @@ def count(minimum: int):
     return parse
 
 
-def main(argv: list[str] | None = None) -> int:
+def parser() -> argparse.ArgumentParser:
     p = OneLineParser(prog="opmask-data", description=__doc__.replace("``", ""))
     sub = p.add_subparsers(dest="command", required=True)
     s = sub.add_parser(
         "shapes",
         help="generate the synthetic partially supervised shapes dataset",
-        description="Writes OUT/train and OUT/val, each with annotations.json (COCO format, "
+        description="Writes OUTPUT/train and OUTPUT/val, each with annotations.json (COCO format, "
         "strong/weak split under the 'opmask' key) and images/*.png. The same seed "
         "gives byte-identical files. Families: 'hue' (each class has its own hue family), "
         "'texture' (each class has its own texture in random colours: the class is in shape "
@@ -47,7 +48,8 @@ def main(argv: list[str] | None = None) -> int:
         "colours).",
     )
     s.add_argument(
-        "--out",
+        "--output",
+        metavar="DIR",
         default=None,
         help="output folder (default: $OPMASK_DATASETS/shapes, i.e. where the "
         "builtin names shapes_train / shapes_val look)",
@@ -69,13 +71,18 @@ def main(argv: list[str] | None = None) -> int:
         help="what besides the outline tells the classes apart (default hue)",
     )
     s.add_argument("--overwrite", action="store_true", help="replace an existing dataset")
+    old_names(s, "--out")
     _add_check_and_coco_like(sub)
-    args = p.parse_args(argv)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
     return run_command("opmask-data", COMMANDS[args.command], args)
 
 
 def _shapes(args) -> int:
-    out = args.out or f"{datasets_root()}/shapes"
+    out = args.output or f"{datasets_root()}/shapes"
     start = time.perf_counter()
     generate(
         out,
@@ -113,8 +120,9 @@ def _add_check_and_coco_like(sub) -> None:
         description=cocolike.__doc__,
     )
     f.add_argument("--images", type=count(1), required=True, help="number of images (>= 1)")
-    f.add_argument("--out", required=True, help="output folder (new or empty)")
+    f.add_argument("--output", metavar="DIR", required=True, help="output folder (new or empty)")
     f.add_argument("--seed", type=count(0), default=0, help="random seed >= 0 (default 0)")
+    old_names(f, "--out")
 
 
 def _check(args) -> int:
@@ -126,7 +134,7 @@ def _check(args) -> int:
 
 def _coco_like(args) -> int:
     start = time.perf_counter()
-    path = cocolike.write_coco_like(args.out, args.images, args.seed)
+    path = cocolike.write_coco_like(args.output, args.images, args.seed)
     print(f"wrote {path} ({args.images} images) in {time.perf_counter() - start:.1f} s")
     return 0
 

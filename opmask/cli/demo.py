@@ -4,12 +4,12 @@ Generates the synthetic shapes dataset if missing (or uses any COCO-format datas
 --train/--val), trains the class-agnostic Mask R-CNN baseline and OPMask with the same schedule
 (exactly as ``opmask-train`` would), evaluates both, measures each mask head on the ground-truth
 boxes (opmask-diagnose), prints the comparison and writes it to
-``OUT/summary.json``. First, a shared first stage trains the baseline for --pretrain-iters
+``OUTPUT/summary.json``. First, a shared first stage trains the baseline for --pretrain-iters
 iterations (default 300; boxes of all classes, masks of the strong classes only, never a
 weak-class mask) and both models start from its backbone + FPN: the CPU analogue of the paper's
 ImageNet start, without which OPMask's CAM box head learns classes that are not told by colour
 too slowly (docs/results.md). Re-running it continues or reuses the runs already in
-OUT (``--resume`` semantics), so an interrupted demo loses nothing.
+OUTPUT (``--resume`` semantics), so an interrupted demo loses nothing.
 """
 
 from __future__ import annotations
@@ -28,6 +28,7 @@ from ..utils.errors import OPMaskInputError
 from ..utils.exit_codes import run_command
 from ..utils.fs import atomic_write_bytes
 from ..utils.resources import config_dir
+from .flags import old_names
 from .parser import OneLineParser
 
 MODELS = (("baseline", "baseline_R18_shapes.yaml"), ("opmask", "opmask_R18_shapes.yaml"))
@@ -75,8 +76,8 @@ def _ensure_data(seed: int) -> None:
             )
         if found != seed:
             raise DatasetError(
-                f"{json_file} was generated with seed {found}, not --data-seed {seed}: point "
-                "OPMASK_DATASETS at another folder (and use another --out), or regenerate it "
+                f"{json_file} was generated with seed {found}, not --seed {seed}: point "
+                "OPMASK_DATASETS at another folder (and use another --output), or regenerate it "
                 f"with opmask-data shapes --seed {seed} --overwrite"
             )
         print(f"[demo] using the synthetic dataset in {datasets_root()}/shapes (seed {seed})")
@@ -152,7 +153,7 @@ def check_recipe(out: str, pretrain_iters: int) -> None:
         if have != want:
             raise OPMaskInputError(
                 f"{os.path.join(out, name)} was made with {'.'.join(key)} {have!r}, this demo "
-                f"would use {want!r} (--pretrain-iters {pretrain_iters}): give another --out, "
+                f"would use {want!r} (--pretrain-iters {pretrain_iters}): give another --output, "
                 "or the --pretrain-iters that folder was made with"
             )
 
@@ -183,11 +184,11 @@ def pretrain_backbone(out: str, iters: int, opts: list[str]) -> list[str]:
 EPILOG = """\
 examples:
   opmask-demo                                   # the built-in shapes (hue family, seed 0)
-  OPMASK_DATASETS=datasets/seed1 opmask-demo --data-seed 1 --out output/demo-seed1
-  opmask-data shapes --family oriented --out datasets/oriented   # classes not told by colour
+  OPMASK_DATASETS=datasets/seed1 opmask-demo --seed 1 --output output/demo-seed1
+  opmask-data shapes --family oriented --output datasets/oriented  # classes not told by colour
   opmask-demo --train datasets/oriented/train/annotations.json:datasets/oriented/train/images \\
       --val datasets/oriented/val/annotations.json:datasets/oriented/val/images \\
-      --out output/demo-oriented
+      --output output/demo-oriented
 """
 
 
@@ -198,13 +199,16 @@ def parser() -> argparse.ArgumentParser:
         epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument("--out", default="output/demo", help="demo folder (default output/demo)")
     p.add_argument(
-        "--data-seed",
+        "--output", metavar="DIR", default="output/demo", help="demo folder (default output/demo)"
+    )
+    p.add_argument(
+        "--seed",
         type=int,
         default=0,
         help="seed of the generated dataset (an existing one must have been made with it)",
     )
+    old_names(p, "--out", "--data-seed")
     p.add_argument(
         "--train",
         metavar="ANN.json:IMAGES",
@@ -245,26 +249,26 @@ def _demo(args: argparse.Namespace) -> int:
     start = time.perf_counter()
     opts = dataset_overrides(args.train, args.val, args.strong_ids)
     if args.train is None:
-        _ensure_data(args.data_seed)
+        _ensure_data(args.seed)
     opts += args.opts
-    check_recipe(args.out, args.pretrain_iters)
-    opts += pretrain_backbone(args.out, args.pretrain_iters, opts)
+    check_recipe(args.output, args.pretrain_iters)
+    opts += pretrain_backbone(args.output, args.pretrain_iters, opts)
     results = {}
     for name, config in MODELS:
         print(f"[demo] {name}: training and evaluating ({config})")
-        results[name] = _train(config, os.path.join(args.out, name), opts)
+        results[name] = _train(config, os.path.join(args.output, name), opts)
     table = comparison_table(results)
     summary = {m: {task: r[task]["AP"] for _, task in COLUMNS} for m, r in results.items()}
     print("[demo] GT-box diagnostic: each mask head segments the ground-truth boxes")
-    summary["gt_boxes"] = {m: diagnose_run(os.path.join(args.out, m))[0] for m in results}
+    summary["gt_boxes"] = {m: diagnose_run(os.path.join(args.output, m))[0] for m in results}
     summary["seconds"] = round(time.perf_counter() - start, 1)
     atomic_write_bytes(
-        os.path.join(args.out, "summary.json"), json.dumps(summary, indent=1).encode()
+        os.path.join(args.output, "summary.json"), json.dumps(summary, indent=1).encode()
     )
     print(
         f"\n{table}\n\n{gt_box_table(summary['gt_boxes'])}\n\n"
-        f"[demo] written {args.out}/summary.json in {summary['seconds']:.0f} s; "
-        f"watch the runs with: tensorboard --logdir {args.out}"
+        f"[demo] written {args.output}/summary.json in {summary['seconds']:.0f} s; "
+        f"watch the runs with: tensorboard --logdir {args.output}"
     )
     return 0
 

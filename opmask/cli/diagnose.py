@@ -11,7 +11,7 @@ from ..utils.exit_codes import run_command
 from .parser import OneLineParser
 
 
-def main(argv: list[str] | None = None) -> int:
+def parser() -> OneLineParser:
     p = OneLineParser(
         prog="opmask-diagnose",
         description=__doc__.split(": ", 1)[1],
@@ -21,7 +21,11 @@ def main(argv: list[str] | None = None) -> int:
         "line, 4 internal error (a bug).",
     )
     p.add_argument("run_dir", help="a run folder of opmask-train (config.yaml + models/)")
-    args = p.parse_args(argv)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
     return run_command("opmask-diagnose", _diagnose, args.run_dir)
 
 

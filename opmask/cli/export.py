@@ -24,7 +24,7 @@ line; 4 internal error (a bug: traceback on stderr).
 """
 
 
-def main(argv: list[str] | None = None) -> int:
+def parser() -> argparse.ArgumentParser:
     p = OneLineParser(
         prog="opmask-export",
         description=__doc__.replace("``", ""),
@@ -40,7 +40,11 @@ def main(argv: list[str] | None = None) -> int:
         "default RUN/export/{checkpoint}_detectron2.pth",
     )
     p.add_argument("--overwrite", action="store_true", help="replace an existing output file")
-    args = p.parse_args(argv)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
     return run_command("opmask-export", _export, args)
 
 

@@ -1,15 +1,65 @@
-"""The run flags, declared once for every command that starts a run (``opmask-train``,
-``opmask-submit``): the config, the run folder, resume, the collective timeout and the
-``KEY VALUE`` overrides.
+"""The flags every command shares, declared once.
 
-Use :func:`run_flags` as a parent parser (``OneLineParser(parents=[run_flags()])``), or
-:func:`add_run_flags` / :func:`add_overrides` on a parser or argument group of your own; the
-overrides are a trailing positional, so add them last.
+* One name per concept across all commands (:data:`NAMES`): ``--output`` for the folder (or
+  file) a command writes, ``--seed``, ``--num-gpus`` for processes per machine. The old names
+  keep working for one release: :func:`old_names` registers them, hidden from ``--help``, and
+  their use prints one ``PROG: note: --OLD is deprecated, use --NEW`` line on stderr.
+* The run flags of the commands that start a run (``opmask-train``, ``opmask-submit``): the
+  config, the run folder, resume, the collective timeout and the ``KEY VALUE`` overrides. Use
+  :func:`add_run_flags` / :func:`add_overrides` on a parser or argument group; the overrides are
+  a trailing positional, so add them last.
 """
 
 from __future__ import annotations
 
 import argparse
+import sys
+
+# concept -> (its flag in every command, the old names that still work for one release)
+NAMES: dict[str, tuple[str, tuple[str, ...]]] = {
+    "the folder (or file) the command writes": ("--output", ("--out", "--output-dir")),
+    "the random seed": ("--seed", ("--data-seed",)),
+    "processes (GPUs) per machine": ("--num-gpus", ("--gpus-per-node",)),
+}
+NEW_NAME = {old: new for new, olds in NAMES.values() for old in olds}  # old name -> its name
+
+
+def old_names(p: argparse.ArgumentParser | argparse._ArgumentGroup, *old: str) -> None:
+    """Keep each deprecated flag name in ``old`` working on ``p`` as its new name
+    (:data:`NEW_NAME`). A flag that ``p`` still declares under the old name (e.g. one derived from
+    a field name elsewhere) is renamed first. The old name is not shown by ``--help``; using it
+    prints one note on stderr and then does exactly what the new name does (same action: type,
+    choices, required all hold)."""
+    actions = p._option_string_actions
+    for name in old:
+        new = NEW_NAME[name]
+        action = actions.get(name)
+        if action is not None and name in action.option_strings:  # declared under the old name
+            if new in actions:
+                raise ValueError(f"{name} and {new} are both declared")
+            action.option_strings = [new if s == name else s for s in action.option_strings]
+            if action.metavar is None and action.nargs != 0:  # was derived from the old name
+                action.metavar = new[2:].upper().replace("-", "_")
+            actions[new] = action
+        action = actions[new]
+        _note_old_names(action)
+        action.old_names = getattr(action, "old_names", frozenset()) | {name}
+        actions[name] = action  # parsed as the same action; not in its option_strings: no help
+
+
+def _note_old_names(action: argparse.Action) -> None:
+    """Make ``action`` print the deprecation note when it is given under an old name."""
+    cls = type(action)
+    if getattr(cls, "notes_old_names", False):
+        return
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        if option_string in getattr(self, "old_names", ()):
+            new = NEW_NAME[option_string]
+            print(f"{parser.prog}: note: {option_string} is deprecated, use {new}", file=sys.stderr)
+        cls.__call__(self, parser, namespace, values, option_string)
+
+    action.__class__ = type(cls.__name__, (cls,), {"__call__": __call__, "notes_old_names": True})
 
 
 def count(minimum: int):
@@ -50,7 +100,8 @@ def minutes(text: str) -> float:
 
 
 def add_run_flags(p: argparse.ArgumentParser | argparse._ArgumentGroup) -> None:
-    """``--config-file``, ``--exp-id``, ``--output-dir``, ``--resume``, ``--dist-timeout``."""
+    """``--config-file``, ``--exp-id``, ``--output`` (old name ``--output-dir``), ``--resume``,
+    ``--dist-timeout``."""
     p.add_argument(
         "--config-file",
         required=True,
@@ -63,8 +114,12 @@ def add_run_flags(p: argparse.ArgumentParser | argparse._ArgumentGroup) -> None:
         help="names the run folder OUTPUT_DIR/OPMask/{dataset}_{exp-id} (default run_01)",
     )
     p.add_argument(
-        "--output-dir", metavar="DIR", help="use exactly this run folder instead of the derived one"
+        "--output",
+        dest="output_dir",
+        metavar="DIR",
+        help="use exactly this run folder instead of the derived one",
     )
+    old_names(p, "--output-dir")
     p.add_argument(
         "--resume",
         action="store_true",
@@ -93,12 +148,3 @@ def add_overrides(p: argparse.ArgumentParser) -> None:
         metavar="KEY VALUE",
         help="config overrides, e.g. SOLVER.BASE_LR 0.01 EXP.PS nvoc",
     )
-
-
-def run_flags() -> argparse.ArgumentParser:
-    """A parent parser (no ``--help`` of its own) with :func:`add_run_flags` and
-    :func:`add_overrides`: ``OneLineParser(prog=..., parents=[run_flags()])``."""
-    p = argparse.ArgumentParser(add_help=False)
-    add_run_flags(p)
-    add_overrides(p)
-    return p

@@ -10,7 +10,7 @@ import sys
 from ..run import entry
 from ..run.spawn import launch
 from ..utils import exit_codes
-from .flags import count, run_flags
+from .flags import add_overrides, add_run_flags, count
 from .parser import OneLineParser
 
 PROG = "opmask-train"
@@ -41,8 +41,8 @@ def parser() -> argparse.ArgumentParser:
         description=__doc__.replace("``", ""),
         epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
-        parents=[run_flags()],
     )
+    add_run_flags(p)
     p.add_argument(
         "--eval-only",
         action="store_true",
@@ -63,6 +63,7 @@ def parser() -> argparse.ArgumentParser:
         default="auto",
         help="tcp://HOST:PORT of machine 0 (auto: a free local port, one machine)",
     )
+    add_overrides(p)
     return p
 
 

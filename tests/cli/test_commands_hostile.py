@@ -44,7 +44,7 @@ def _files(folder):
 def test_eval_only_with_a_changed_architecture_key_is_one_line(datasets_root, tmp_path):
     run = _run_folder(tmp_path)
     before = _files(run)
-    argv = ["opmask.cli.train", "--config-file", SHAPES_OPMASK, "--output-dir", str(run)]
+    argv = ["opmask.cli.train", "--config-file", SHAPES_OPMASK, "--output", str(run)]
     proc = run_cli([*argv, "--eval-only", *TINY, *CPU, *NARROW], datasets_root, str(tmp_path))
     assert proc.returncode == 1, proc.stderr[-2000:]
     assert "Traceback" not in proc.stderr and "load_state_dict" not in proc.stderr

@@ -34,7 +34,7 @@ CASES = [
 def test_bad_count_is_one_line_naming_the_flag(argv, command, flag, why, tmp_path, capsys):
     out = tmp_path / "out"
     if command != "check":
-        argv = [*argv, "--out", str(out)]
+        argv = [*argv, "--output", str(out)]
     with pytest.raises(SystemExit) as e:
         main(argv)
     assert e.value.code == 2
@@ -47,7 +47,7 @@ def test_bad_count_is_one_line_naming_the_flag(argv, command, flag, why, tmp_pat
 def test_smallest_shapes_image_size_is_drawn(tmp_path, capsys):
     """MIN_SHAPES_SIZE itself works and gives images of that short side."""
     out = tmp_path / "s"
-    argv = ["shapes", "--out", str(out), "--num-train", "2", "--num-val", "1"]
+    argv = ["shapes", "--output", str(out), "--num-train", "2", "--num-val", "1"]
     assert main([*argv, "--image-size", str(MIN_SHAPES_SIZE)]) == 0
     assert "wrote" in capsys.readouterr().out
     names = sorted(os.listdir(out / "train" / "images"))

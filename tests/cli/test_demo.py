@@ -10,7 +10,7 @@ TASKS = ("bbox", "segm", "segm_strong", "segm_weak")
 @pytest.mark.slow
 def test_demo_trains_both_models_and_writes_the_comparison(datasets_root, tmp_path):
     out = tmp_path / "demo"
-    head = ["opmask.cli.demo", "--out", str(out), "--data-seed", "3"]
+    head = ["opmask.cli.demo", "--output", str(out), "--seed", "3"]
     # both from scratch (the shared first stage: the user-dataset test below)
     args = [*head, "--pretrain-iters", "0", *TINY]
     first = run_cli(args, datasets_root, str(tmp_path))
@@ -47,17 +47,17 @@ def test_demo_trains_both_models_and_writes_the_comparison(datasets_root, tmp_pa
     other = run_cli([*head, "--pretrain-iters", "2", *TINY], datasets_root, str(tmp_path))
     assert other.returncode == 1 and other.stderr.count("\n") == 1, other.stderr[-3000:]
     assert f"{out / 'baseline'} was made with MODEL.WEIGHTS ''" in other.stderr
-    assert "give another --out" in other.stderr and not (out / "pretrain").exists()
+    assert "give another --output" in other.stderr and not (out / "pretrain").exists()
 
 
 def test_demo_refuses_data_made_with_another_seed(datasets_root, tmp_path):
     proc = run_cli(
-        ["opmask.cli.demo", "--out", str(tmp_path / "d"), "--data-seed", "0"],
+        ["opmask.cli.demo", "--output", str(tmp_path / "d"), "--seed", "0"],
         datasets_root,
         str(tmp_path),
     )
     assert proc.returncode == 1
-    assert "generated with seed 3, not --data-seed 0" in proc.stderr
+    assert "generated with seed 3, not --seed 0" in proc.stderr
     assert "Traceback" not in proc.stderr and not (tmp_path / "d").exists()
 
 
@@ -79,7 +79,7 @@ def _refused(capsys, tmp_path, argv, message):
     from opmask.cli.demo import main
 
     out = tmp_path / "never"
-    assert main(["--out", str(out), *argv]) == 1
+    assert main(["--output", str(out), *argv]) == 1
     err = capsys.readouterr().err
     assert message in err and err.count("\n") == 1 and err.startswith("opmask-demo: error:")
     assert not out.exists()
@@ -107,7 +107,7 @@ def test_demo_refuses_user_data_without_split_and_other_families(tmp_path, capsy
     _refused(capsys, tmp_path, ["--train", train, "--val", val], "give --strong-ids")
     monkeypatch.setenv("OPMASK_DATASETS", str(tmp_path / "root"))
     _user_dataset(tmp_path / "root" / "shapes", "texture")  # built-in location, other family
-    _refused(capsys, tmp_path, ["--data-seed", "5"], "is of the 'texture' family")
+    _refused(capsys, tmp_path, ["--seed", "5"], "is of the 'texture' family")
 
 
 def test_the_shared_first_stage_is_the_default_recipe():
@@ -122,7 +122,7 @@ def test_demo_on_a_user_dataset_with_a_shared_pretrained_backbone(tmp_path):
     the shared first stage once and starts both models from its backbone + FPN."""
     train, val = _user_dataset(tmp_path / "tex")
     out = tmp_path / "demo"
-    args = ["opmask.cli.demo", "--out", str(out), "--train", train, "--val", val]
+    args = ["opmask.cli.demo", "--output", str(out), "--train", train, "--val", val]
     args += ["--strong-ids", "1,2,4,8", "--pretrain-iters", "2", *TINY]
     proc = run_cli(args, str(tmp_path / "unused"), str(tmp_path))
     assert proc.returncode == 0, proc.stderr[-3000:]
@@ -152,4 +152,4 @@ def test_demo_help_shows_how_to_run_another_family():
     examples = text.split("examples:")[1]
     flags = {a for action in parser()._actions for a in action.option_strings}
     used = {w for w in examples.split() if w.startswith("--")}
-    assert used - {"--family"} <= flags and {"--train", "--val", "--data-seed"} <= used
+    assert used - {"--family"} <= flags and {"--train", "--val", "--seed"} <= used

@@ -107,7 +107,7 @@ def test_value_error_inside_the_model_is_a_bug(tmp_path, datasets_root):
     env["PYTHONPATH"] = REPO + os.pathsep + env.get("PYTHONPATH", "")
     proc = subprocess.run(
         [sys.executable, "-c", FAULTY_MODEL]
-        + ["--config-file", SHAPES_OPMASK, "--output-dir", str(run), *TINY],
+        + ["--config-file", SHAPES_OPMASK, "--output", str(run), *TINY],
         cwd=tmp_path,
         env=env,
         capture_output=True,
@@ -127,7 +127,7 @@ def test_bad_config_key_is_still_one_line_exit_1(tmp_path, datasets_root):
     env = dict(os.environ, OPMASK_DATASETS=datasets_root)
     proc = subprocess.run(
         [sys.executable, "-m", "opmask.cli.train", "--config-file", SHAPES_OPMASK]
-        + ["--output-dir", str(run), *TINY, "SOLVER.NOT_A_KEY", "1"],
+        + ["--output", str(run), *TINY, "SOLVER.NOT_A_KEY", "1"],
         cwd=tmp_path,
         env=env,
         capture_output=True,

@@ -25,7 +25,7 @@ def train_args(out_dir, *flags, opts=()):
         "opmask.cli.train",
         "--config-file",
         SHAPES_OPMASK,
-        "--output-dir",
+        "--output",
         str(out_dir),
         *flags,
         *TINY,
@@ -241,8 +241,8 @@ def _snapshot(folder):
             "SOLVER.MAX_ITER expects int, got str 'many'",
         ),
         ("no dataset", [], ["DATASETS.TRAIN", "('nope_train',)"], "unknown dataset 'nope_train'"),
-        ("exp-id reuse", ["--output-dir", "{earlier}"], [], "already holds a run; pass --resume"),
-        ("unwritable", ["--output-dir", "{earlier}/config.yaml/run"], [], "is not writable"),
+        ("exp-id reuse", ["--output", "{earlier}"], [], "already holds a run; pass --resume"),
+        ("unwritable", ["--output", "{earlier}/config.yaml/run"], [], "is not writable"),
     ],
 )
 def test_bad_input_gives_one_clear_error(
@@ -250,7 +250,7 @@ def test_bad_input_gives_one_clear_error(
 ):
     before = _snapshot(earlier_run)
     flags = [a.replace("{earlier}", str(earlier_run)) for a in flags]
-    # later flags win in argparse: the case's --config-file / --output-dir override these
+    # later flags win in argparse: the case's --config-file / --output override these
     args = train_args(tmp_path / "new", *flags, opts=opts)
     proc = run_cli(args, datasets_root, str(tmp_path))
     assert proc.returncode == 1, (case, proc.stderr[-2000:])

@@ -14,7 +14,7 @@ from opmask.cli.data import main
 
 def test_coco_like_passes_check_which_writes_nothing(tmp_path, capsys, monkeypatch):
     out = tmp_path / "ds"
-    assert main(["coco-like", "--images", "30", "--out", str(out)]) == 0
+    assert main(["coco-like", "--images", "30", "--output", str(out)]) == 0
     before = sorted(tmp_path.rglob("*"))
     monkeypatch.setenv("OPMASK_CACHE", str(tmp_path / "cache"))
     spec = f"{out}/annotations.json:{out}/images"
@@ -22,12 +22,12 @@ def test_coco_like_passes_check_which_writes_nothing(tmp_path, capsys, monkeypat
     text = capsys.readouterr().out
     assert "30 images" in text and "80 categories" in text and text.strip().endswith("OK")
     assert sorted(tmp_path.rglob("*")) == before  # no record, no index cache
-    assert main(["coco-like", "--images", "3", "--out", str(out)]) == 1  # not empty
+    assert main(["coco-like", "--images", "3", "--output", str(out)]) == 1  # not empty
 
 
 def test_check_reports_missing_image_wrong_size_bad_polygon(tmp_path, capsys):
     out = tmp_path / "ds"
-    main(["coco-like", "--images", "30", "--out", str(out)])
+    main(["coco-like", "--images", "30", "--output", str(out)])
     data = json.load(open(out / "annotations.json"))
     os.remove(out / "images" / "000000000004.jpg")
     os.remove(out / "images" / "000000000007.jpg")  # hard-linked: replace, never overwrite

@@ -158,7 +158,8 @@ def test_cli_family_flag(tmp_path, capsys):
     from opmask.cli.data import main
 
     out = tmp_path / "d"
-    args = ["shapes", "--out", str(out), "--num-train", "2", "--num-val", "1", "--image-size", "64"]
+    args = ["shapes", "--output", str(out), "--num-train", "2", "--num-val", "1"]
+    args += ["--image-size", "64"]
     assert main(args + ["--family", "texture"]) == 0
     assert "texture family" in capsys.readouterr().out
     info = json.loads((out / "train" / "annotations.json").read_text())["info"]

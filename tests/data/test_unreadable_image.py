@@ -51,7 +51,7 @@ def test_opmask_train_reports_one_line_and_exits_1(cut_root, tmp_path):
     loader tests above prove the same in-process in under a second)."""
     root, bad = cut_root
     run = tmp_path / "run"
-    argv = ["opmask.cli.train", "--config-file", SHAPES_OPMASK, "--output-dir", str(run), *TINY]
+    argv = ["opmask.cli.train", "--config-file", SHAPES_OPMASK, "--output", str(run), *TINY]
     argv += ["DATALOADER.NUM_WORKERS", "1", "DATALOADER.FILTER_EMPTY_ANNOTATIONS", "False"]
     proc = run_cli(argv, str(root), str(tmp_path))
     assert proc.returncode == 1, proc.stderr[-3000:]

@@ -60,7 +60,7 @@ def test_all_foreground_mask_head_scores_the_box_fill(shapes_env, config):
 def test_cli_writes_json_next_to_the_evaluation(shapes_env, tmp_path):
     run = tmp_path / "run"
     train = run_cli(
-        ["opmask.cli.train", "--config-file", SHAPES_OPMASK, "--output-dir", str(run), *TINY],
+        ["opmask.cli.train", "--config-file", SHAPES_OPMASK, "--output", str(run), *TINY],
         shapes_env,
         str(tmp_path),
     )

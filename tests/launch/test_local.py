@@ -10,7 +10,7 @@ from tests.launch.test_slurm import NO_VIS, _attempts, submit
 def test_local_executor_runs_the_job_to_completion(datasets_root, tmp_path):
     run = tmp_path / "run"
     proc = submit(
-        ["--output-dir", str(run), "--local"],
+        ["--output", str(run), "--local"],
         datasets_root,
         str(tmp_path),
         opts=["SOLVER.MAX_ITER", "2", *NO_VIS],

@@ -56,7 +56,7 @@ def _attempts(run):
 def test_dry_run_prints_sbatch_lines_and_config(slurm, datasets_root, tmp_path):
     proc = submit(
         [
-            "--output-dir",
+            "--output",
             str(tmp_path / "run"),
             "--dry-run",
             "--nodes",
@@ -104,7 +104,7 @@ def test_bad_input_is_refused_before_submitting(
     slurm, datasets_root, tmp_path, case, args, opts, message
 ):
     proc = submit(
-        ["--output-dir", str(tmp_path / "run"), *args], datasets_root, str(tmp_path), opts=opts
+        ["--output", str(tmp_path / "run"), *args], datasets_root, str(tmp_path), opts=opts
     )
     assert proc.returncode == 1
     err = proc.stderr.strip().splitlines()
@@ -116,7 +116,7 @@ def test_bad_input_is_refused_before_submitting(
 def test_small_run_finishes_with_evaluation(slurm, datasets_root, tmp_path):
     run = tmp_path / "run"
     proc = submit(
-        ["--output-dir", str(run)], datasets_root, str(tmp_path), opts=["SOLVER.MAX_ITER", "3"]
+        ["--output", str(run)], datasets_root, str(tmp_path), opts=["SOLVER.MAX_ITER", "3"]
     )
     jid = job_id(proc)
     assert f"run folder: {run}" in proc.stdout and "squeue -j" in proc.stdout
@@ -130,7 +130,7 @@ def test_two_node_gloo_job(slurm, datasets_root, tmp_path):
     run = tmp_path / "run"
     jid = job_id(
         submit(
-            ["--output-dir", str(run), "--nodes", "2", "--tasks-per-node", "1"],
+            ["--output", str(run), "--nodes", "2", "--tasks-per-node", "1"],
             datasets_root,
             str(tmp_path),
             opts=["SOLVER.MAX_ITER", "3", *NO_VIS],
@@ -147,7 +147,7 @@ def test_preempted_twice_resumes_and_matches_uninterrupted(
 ):
     run = tmp_path / "run"
     opts = ["SOLVER.MAX_ITER", "40", "SOLVER.CHECKPOINT_PERIOD", "1000", *NO_VIS]
-    jid = job_id(submit(["--output-dir", str(run)], datasets_root, str(tmp_path), opts=opts))
+    jid = job_id(submit(["--output", str(run)], datasets_root, str(tmp_path), opts=opts))
     seen = []
     for n in (1, 2):
         floor = seen[-1] if seen else 0
@@ -185,7 +185,7 @@ def test_timeout_is_requeued_within_budget_then_stops(slurm, datasets_root, tmp_
     jid = job_id(
         submit(
             [
-                "--output-dir",
+                "--output",
                 str(run),
                 "--time",
                 "2",  # USR2 ~70 s after start: well after start-up, even on a loaded machine
@@ -210,7 +210,7 @@ def test_bad_input_in_the_job_is_not_requeued(slurm, datasets_root, tmp_path):
     run = tmp_path / "run"
     jid = job_id(
         submit(
-            ["--output-dir", str(run), "--no-data-check"],  # so that the job, not submit, finds it
+            ["--output", str(run), "--no-data-check"],  # so that the job, not submit, finds it
             datasets_root,
             str(tmp_path),
             opts=["DATASETS.TRAIN", f"('{tmp_path}/missing.json:{tmp_path}',)"],
@@ -251,7 +251,7 @@ def test_sweep_array_status_collect_cancel_resume(slurm, datasets_root, tmp_path
     (tmp_path / "sweep.yaml").write_text(yaml.safe_dump(spec))
     out = tmp_path / "sw"
     proc = sweep(
-        ["submit", str(tmp_path / "sweep.yaml"), "--out", str(out)], datasets_root, str(tmp_path)
+        ["submit", str(tmp_path / "sweep.yaml"), "--output", str(out)], datasets_root, str(tmp_path)
     )
     assert proc.returncode == 0, proc.stderr
     manifest = json.loads((out / "sweep.json").read_text())
@@ -295,7 +295,7 @@ def _path(point):
 def test_bad_sweep_file_is_refused(slurm, datasets_root, tmp_path):
     (tmp_path / "bad.yaml").write_text("config: x.yaml\ngrid: {SEED: 3}\n")
     proc = sweep(
-        ["submit", str(tmp_path / "bad.yaml"), "--out", str(tmp_path / "o")],
+        ["submit", str(tmp_path / "bad.yaml"), "--output", str(tmp_path / "o")],
         datasets_root,
         str(tmp_path),
     )
@@ -304,7 +304,7 @@ def test_bad_sweep_file_is_refused(slurm, datasets_root, tmp_path):
         yaml.safe_dump({"config": SHAPES_OPMASK, "grid": {"SOLVER.BASE_RL": [1, 2]}})
     )
     proc = sweep(
-        ["submit", str(tmp_path / "bad2.yaml"), "--out", str(tmp_path / "o2")],
+        ["submit", str(tmp_path / "bad2.yaml"), "--output", str(tmp_path / "o2")],
         datasets_root,
         str(tmp_path),
     )
@@ -369,7 +369,7 @@ def test_refused_sbatch_leaves_a_sweep_that_resume_completes(slurm, datasets_roo
     (tmp_path / "sweep.yaml").write_text(yaml.safe_dump(spec))
     out = tmp_path / "sw"
     proc = sweep(
-        ["submit", str(tmp_path / "sweep.yaml"), "--out", str(out), "--nodes", "3"],
+        ["submit", str(tmp_path / "sweep.yaml"), "--output", str(out), "--nodes", "3"],
         datasets_root,
         str(tmp_path),
     )
@@ -399,7 +399,7 @@ def test_refused_sbatch_leaves_a_sweep_that_resume_completes(slurm, datasets_roo
 def test_refused_sbatch_of_a_single_run_leaves_nothing(slurm, datasets_root, tmp_path):
     run = tmp_path / "out" / "run"
     proc = submit(
-        ["--output-dir", str(run), "--nodes", "3", "--tasks-per-node", "1"],
+        ["--output", str(run), "--nodes", "3", "--tasks-per-node", "1"],
         datasets_root,
         str(tmp_path),
         opts=["SOLVER.IMS_PER_BATCH", "3"],

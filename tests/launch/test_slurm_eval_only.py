@@ -20,7 +20,7 @@ SHORT = ["SOLVER.MAX_ITER", "2", "SOLVER.STEPS", "(1,)", "VIS_PERIOD", "0"]
 
 def _submit(run, cwd, datasets_root, *flags, opts=()):
     cmd = [sys.executable, "-m", "opmask_launch.submit", "--config-file", SHAPES_OPMASK]
-    cmd += ["--output-dir", str(run), *flags, *TINY, *SHORT, *opts]
+    cmd += ["--output", str(run), *flags, *TINY, *SHORT, *opts]
     env = dict(os.environ, OPMASK_DATASETS=datasets_root)  # OPMASK_PROFILE=local: the fixture
     return subprocess.run(cmd, env=env, cwd=cwd, capture_output=True, text=True, timeout=120)
 

@@ -25,7 +25,7 @@ OPTS += ["VIS_PERIOD", "0", "DATASETS.TEST", "()"]
 def _submit(run, datasets_root, cwd, *flags) -> str:
     env = dict(os.environ, OPMASK_DATASETS=datasets_root)
     cmd = [sys.executable, "-m", "opmask_launch.submit", "--config-file", SHAPES_OPMASK]
-    cmd += ["--output-dir", str(run), *flags, *TINY, *OPTS]
+    cmd += ["--output", str(run), *flags, *TINY, *OPTS]
     proc = subprocess.run(cmd, env=env, cwd=cwd, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     return next(x for x in proc.stdout.splitlines() if x.startswith("submitted job")).split()[-1]

@@ -44,7 +44,7 @@ def no_slurm(tmp_path, monkeypatch):
 
 
 def _argv(run, *flags, opts=()):
-    return ["--config-file", SHAPES_OPMASK, "--output-dir", str(run), *flags, *TINY, *opts]
+    return ["--config-file", SHAPES_OPMASK, "--output", str(run), *flags, *TINY, *opts]
 
 
 def test_dry_run_without_slurm_prints_the_script_and_what_it_did_not_check(
@@ -175,7 +175,7 @@ def test_eval_only_without_a_checkpoint_is_refused(no_slurm, state, capsys):
     before = sorted(str(p) for p in no_slurm.rglob("*"))
     assert submit.main(argv) == exit_codes.ERROR
     expected = (
-        f"no run folder {run} to evaluate (check --exp-id / --output-dir)"
+        f"no run folder {run} to evaluate (check --exp-id / --output)"
         if state == "missing"
         else f"no checkpoint in {run}/models to evaluate"
     )

@@ -124,7 +124,7 @@ def test_two_point_sweep_shows_both_in_tensorboard_hparams(slurm, datasets_root,
     out = tmp_path / "sw"
     env = {"OPMASK_DATASETS": datasets_root}
     proc = _sweep(
-        ["submit", str(tmp_path / "sweep.yaml"), "--out", str(out)],
+        ["submit", str(tmp_path / "sweep.yaml"), "--output", str(out)],
         str(tmp_path),
         env,
         capture_output=True,

@@ -30,7 +30,7 @@ def _cli(run, *flags, opts=()):
         "opmask.cli.train",
         "--config-file",
         SHAPES_OPMASK,
-        "--output-dir",
+        "--output",
         str(run),
         *flags,
         *TINY,

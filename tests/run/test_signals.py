@@ -119,7 +119,7 @@ def _cmd(run, *flags, opts=(), script=None):
         *head,
         "--config-file",
         SHAPES_OPMASK,
-        "--output-dir",
+        "--output",
         str(run),
         *flags,
         *TINY,

@@ -235,7 +235,7 @@ def _cli(out, *extra, max_iter=200):
         "opmask.cli.train",
         "--config-file",
         SHAPES_OPMASK,
-        "--output-dir",
+        "--output",
         str(out),
         *extra,
         *TINY,
