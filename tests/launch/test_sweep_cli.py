@@ -6,6 +6,8 @@ from __future__ import annotations
 import json
 import os
 import re
+import shlex
+import shutil
 import subprocess
 import sys
 
@@ -93,7 +95,7 @@ def test_points_differing_only_in_non_ascii_get_their_own_run_folders(no_slurm, 
     grid = {"DATASETS.CACHE_DIR": ["/tmp/cé", "/tmp/cè"]}
     spec = _sweep_file(tmp_path, {"name": "u", "config": SHAPES_OPMASK, "grid": grid})
     out = tmp_path / "sw"
-    assert sweep.main(["submit", spec, "--out", str(out), "--dry-run", *FLAGS]) == 0
+    assert sweep.main(["submit", spec, "--output", str(out), "--dry-run", *FLAGS]) == 0
     lines = [x for x in capsys.readouterr().out.splitlines() if x.startswith("point ")]
     folders = [x.split()[2] for x in lines]
     assert len(lines) == 2 and folders[0] != folders[1], lines
@@ -105,12 +107,12 @@ def test_identical_points_are_refused_naming_both(no_slurm, tmp_path, capsys):
     points = [{"SOLVER.MAX_ITER": 5}, {"SOLVER.BASE_LR": 0.1}, {"SOLVER.MAX_ITER": 5}]
     spec = _sweep_file(tmp_path, {"config": SHAPES_OPMASK, "points": points})
     out = tmp_path / "sw"
-    assert sweep.main(["submit", spec, "--out", str(out), "--dry-run", *FLAGS]) == 1
+    assert sweep.main(["submit", spec, "--output", str(out), "--dry-run", *FLAGS]) == 1
     assert capsys.readouterr().err == (
         "opmask-sweep: error: points 0 and 2 have the same overrides {'SOLVER.MAX_ITER': 5}: "
         "remove one (a grid value or a point listed twice)\n"
     )
-    assert sweep.main(["submit", spec, "--out", str(out), *FLAGS]) == 1  # and when submitting
+    assert sweep.main(["submit", spec, "--output", str(out), *FLAGS]) == 1  # and when submitting
     assert "points 0 and 2 have the same overrides" in capsys.readouterr().err
     assert not out.exists()
 
@@ -137,7 +139,7 @@ def test_dry_run_prints_every_point_and_the_array_and_a_shared_warning_once(no_s
     }
     out = tmp_path / "sw"
     proc = _sweep_cli(
-        ["submit", _sweep_file(tmp_path, spec), "--out", str(out), "--dry-run", *FLAGS], no_slurm
+        ["submit", _sweep_file(tmp_path, spec), "--output", str(out), "--dry-run", *FLAGS], no_slurm
     )
     assert proc.returncode == 0, proc.stderr
     assert proc.stderr.splitlines() == [
@@ -166,13 +168,13 @@ def test_what_all_points_share_fails_before_the_points_are_loaded(
         "grid": {"SEED": list(range(2000))},
     }
     path, out = _sweep_file(tmp_path, spec), tmp_path / "sw"
-    assert sweep.main(["submit", path, "--out", str(out), *FLAGS]) == 1
+    assert sweep.main(["submit", path, "--output", str(out), *FLAGS]) == 1
     assert capsys.readouterr().err == (
         "opmask-sweep: error: no SLURM cluster here for partition 'debug' (sinfo not found); "
         "use --local\n"
     )
     assert not [r for r in caplog.records if "VERSION" in r.getMessage()]
-    argv = ["submit", path, "--out", str(out), "--nodes", "2", "--dry-run", *FLAGS]
+    argv = ["submit", path, "--output", str(out), "--nodes", "2", "--dry-run", *FLAGS]
     assert sweep.main(argv) == 1
     assert capsys.readouterr().err == (
         "opmask-sweep: error: SOLVER.IMS_PER_BATCH (3) is not a multiple of the world size "
@@ -213,3 +215,85 @@ def test_status_reads_damaged_run_files_as_unknown(tmp_path, capsys):
         "last_outcome",
     ]
     assert out[1].split() == ["0", "p0", "-", "NOT_SUBMITTED", "4/?", "-", "-", "-", "-", "0", "?"]
+
+
+def _trained_sweep(tmp_path, *, checkpoints=(True, True)):
+    """A sweep file of two points and its folder as training left it: the manifest and each run
+    folder, with a checkpoint file where ``checkpoints`` says so."""
+    spec = _sweep_file(tmp_path, {"name": "ev", "config": SHAPES_OPMASK, "grid": {"SEED": [1, 2]}})
+    out = tmp_path / "sw"
+    runs = [out / "runs" / "SEED-1", out / "runs" / "SEED-2"]
+    for run, has in zip(runs, checkpoints):
+        (run / "models").mkdir(parents=True)
+        (run / "config.yaml").write_text("SEED: 1\n")
+        if has:
+            (run / "models" / "model_final.pth").write_bytes(b"weights")
+    (out / "sweep.json").write_text('{"name": "ev", "points": []}')
+    return spec, out, runs
+
+
+def _tree(root) -> dict:
+    return {str(p): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+def test_eval_only_dry_run_prints_each_points_evaluation(no_slurm, tmp_path, capsys):
+    """An existing sweep: each point's run folder and the opmask-train --eval-only command its
+    job equals, the evaluation array's script; the manifest and the run folders unchanged."""
+    spec, out, runs = _trained_sweep(tmp_path)
+    before = _tree(tmp_path)
+    argv = ["submit", spec, "--output", str(out), "--eval-only", "--dry-run", *FLAGS]
+    assert sweep.main(argv) == 0
+    lines = capsys.readouterr().out.splitlines()
+    hparams = ["EXP.HPARAMS", "('SEED',)"]
+    for i, run in enumerate(runs):
+        assert lines[2 * i] == f"point {i}: {run}  SEED {i + 1}"
+        head, command = lines[2 * i + 1].split(": ", 1)
+        assert head == "  evaluates as"
+        assert shlex.split(command) == [
+            "opmask-train",
+            "--config-file",
+            SHAPES_OPMASK,
+            "--output",
+            str(run),
+            "--eval-only",
+            "SEED",
+            str(i + 1),
+            *hparams,
+        ]
+    assert "#SBATCH --job-name=sweep-eval-ev" in lines and "#SBATCH --array=0-1%2" in lines
+    assert _tree(tmp_path) == before
+
+
+@pytest.mark.parametrize("state", ["no checkpoint", "missing"])
+def test_eval_only_refuses_a_point_without_a_checkpoint(no_slurm, state, tmp_path, capsys):
+    """One line naming the point, exit 1, nothing written or submitted (dry run or not)."""
+    spec, out, runs = _trained_sweep(tmp_path, checkpoints=(True, False))
+    if state == "missing":
+        shutil.rmtree(runs[1])
+    expected = (
+        f"no checkpoint in {runs[1]}/models to evaluate"
+        if state == "no checkpoint"
+        else f"no run folder {runs[1]} to evaluate (check --output, the sweep)"
+    )
+    before = _tree(tmp_path)
+    argv = ["submit", spec, "--output", str(out), "--eval-only", "--dry-run", *FLAGS]
+    assert sweep.main(argv) == exit_codes.ERROR
+    out_, err = capsys.readouterr()
+    assert err == f"opmask-sweep: error: --eval-only: point 1: {expected}\n"
+    assert out_ == ""
+    assert _tree(tmp_path) == before
+
+
+@pytest.mark.slurm
+@pytest.mark.slow
+def test_eval_only_submit_refuses_a_point_without_a_checkpoint_on_the_cluster(tmp_path, capsys):
+    """Where SLURM answers (the partition is then checked first), a point without a checkpoint
+    is still refused before anything is submitted or written."""
+    spec, out, runs = _trained_sweep(tmp_path, checkpoints=(False, True))
+    before = _tree(tmp_path)
+    assert sweep.main(["submit", spec, "--output", str(out), "--eval-only", *FLAGS]) == 1
+    assert capsys.readouterr().err == (
+        f"opmask-sweep: error: --eval-only: point 0: no checkpoint in {runs[0]}/models to "
+        "evaluate\n"
+    )
+    assert _tree(tmp_path) == before
