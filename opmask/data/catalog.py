@@ -58,5 +58,21 @@ def load_dataset(
         hint = " (run `opmask-data shapes` to generate it)" if name.startswith("shapes_") else ""
         raise DatasetError(f"dataset {name!r}: annotation file not found: {json_file}{hint}")
     if index:
-        return open_index(json_file, image_root, short, cache_dir)
+        st = os.stat(json_file)
+        key = (
+            os.path.realpath(json_file),
+            image_root,
+            short,
+            cache_dir,
+            st.st_mtime_ns,
+            st.st_size,
+        )
+        if key not in _OPENED:  # once per process: the checks, the loop and the evaluator share it
+            _OPENED[key] = open_index(json_file, image_root, short, cache_dir)
+        return _OPENED[key]
     return load_coco_json(json_file, image_root, short)
+
+
+# Indexes opened in this process, by annotation file (path, size, mtime) and options. An index is
+# read-only (memory-mapped), so every reader of a dataset shares one.
+_OPENED: dict[tuple, tuple] = {}

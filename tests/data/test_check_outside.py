@@ -14,7 +14,7 @@ import pytest
 from PIL import Image
 
 from opmask.cli.data import main
-from opmask.data import coco
+from opmask.data import catalog, coco
 from opmask.data.catalog import load_dataset
 
 H, W = 40, 50
@@ -74,6 +74,7 @@ def test_polygons_outside_warned_once_at_load_and_by_check(tmp_path, caplog, cap
         f"{tmp_path}/images/b.png)"
     ]
     coco._WARNED.clear()  # a new process: the cached index warns as its JSON did
+    catalog._OPENED.clear()
     caplog.clear()
     with caplog.at_level(logging.WARNING, logger="opmask.data"):
         load_dataset(spec, index=True, cache_dir=str(tmp_path / "cache"))

@@ -10,7 +10,13 @@ import pytest
 import submitit
 from submitit.slurm import slurm as submitit_slurm
 
-from launch.executor import _SBATCH_NAMES, Resources, executor_parameters, sbatch_mem, sbatch_script
+from opmask_launch.executor import (
+    _SBATCH_NAMES,
+    Resources,
+    executor_parameters,
+    sbatch_mem,
+    sbatch_script,
+)
 
 # Every Resources field set, so every parameter the launcher can pass is passed.
 FULL = Resources(
