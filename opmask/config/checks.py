@@ -502,6 +502,21 @@ def plain(value: Any) -> Any:
     return [plain(v) for v in value] if isinstance(value, (list, tuple)) else value
 
 
+_MISSING = object()
+
+
+def lookup(node: CfgNode, key: str, default: Any = _MISSING) -> Any:
+    """The value (or section) at the dotted ``key`` of a config; ``default`` when a part of it is
+    missing, else KeyError naming ``key``. With :func:`leaves`, the one walker of dotted keys."""
+    for part in key.split("."):
+        if not isinstance(node, dict) or part not in node:
+            if default is _MISSING:
+                raise KeyError(key)
+            return default
+        node = node[part]
+    return node
+
+
 def leaves(node: CfgNode, prefix: str = "") -> Iterator[tuple[str, Any]]:
     """(full key, value) of every leaf."""
     for k, v in node.items():

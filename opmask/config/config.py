@@ -15,7 +15,7 @@ import yaml
 from fvcore.common.config import CfgNode
 
 from ..utils.resources import config_path
-from .checks import ConfigError, plain, validate, warn_unread
+from .checks import ConfigError, lookup, plain, validate, warn_unread
 from .defaults import _C
 
 BASE_KEY = "_BASE_"
@@ -110,10 +110,7 @@ def _merge_dict(cfg: CfgNode, data: dict, where: str, prefix: str = "") -> None:
 
 
 def _C_lookup(full_key: str) -> Any:
-    node: Any = _C
-    for part in full_key.split("."):
-        node = node[part]
-    return node
+    return lookup(_C, full_key)
 
 
 def _load_yaml(path: str) -> dict:
@@ -147,17 +144,13 @@ def merge_overrides(cfg: CfgNode, opts: Sequence[str]) -> None:
     if len(opts) % 2:
         raise ConfigError(f"overrides must be KEY VALUE pairs; {opts[-1]!r} has no value")
     for key, value in zip(opts[0::2], opts[1::2]):
-        node = cfg
-        parts = key.split(".")
-        for part in parts[:-1]:
-            if part not in node or not isinstance(node[part], CfgNode):
-                raise _unknown_key_error(key, "command line")
-            node = node[part]
-        if parts[-1] not in node:
+        section, _, leaf = key.rpartition(".")
+        node = lookup(cfg, section, None) if section else cfg
+        if not isinstance(node, CfgNode) or leaf not in node:
             raise _unknown_key_error(key, "command line")
-        if isinstance(node[parts[-1]], CfgNode):
-            raise _section_error(key, node[parts[-1]], "command line")
-        node[parts[-1]] = _coerce(key, _C_lookup(key), value, "command line")
+        if isinstance(node[leaf], CfgNode):
+            raise _section_error(key, node[leaf], "command line")
+        node[leaf] = _coerce(key, _C_lookup(key), value, "command line")
 
 
 def load_config(config_file: str | None, opts: Iterable[str] = ()) -> CfgNode:

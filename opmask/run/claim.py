@@ -20,7 +20,7 @@ import yaml
 from fvcore.common.config import CfgNode
 
 from ..config import config_diff
-from ..config.checks import RESUME_SAFE_KEYS
+from ..config.checks import RESUME_SAFE_KEYS, lookup
 from ..data.catalog import short_name
 from ..utils.errors import OPMaskInputError
 from ..utils.fs import TMP_PREFIX, atomic_write_bytes
@@ -78,9 +78,7 @@ def incompatible_keys(old: CfgNode, new: CfgNode) -> list[str]:
 
 
 def _value(cfg: CfgNode, key: str):
-    for part in key.split("."):
-        cfg = cfg.get(part) if isinstance(cfg, dict) else None
-    text = repr(cfg)
+    text = repr(lookup(cfg, key, None))
     return text if len(text) <= 40 else text[:37] + "..."
 
 

@@ -23,6 +23,7 @@ from typing import Iterable
 import torch
 
 from ..config import ConfigError
+from ..config.checks import lookup
 from ..utils.fs import atomic_write_bytes
 
 logger = logging.getLogger("opmask.train")
@@ -111,11 +112,10 @@ def hparams_from_cfg(cfg, keys: Iterable[str] = ()) -> dict:
     int/float/str/bool TensorBoard's HParams accept (lists and tuples as text)."""
     out = {}
     for key in dict.fromkeys([*KEY_HPARAMS, *keys]):
-        node = cfg
-        for part in key.split("."):
-            if not isinstance(node, dict) or part not in node:
-                raise ConfigError(f"EXP.HPARAMS names {key!r}, which is not a config key")
-            node = node[part]
+        try:
+            node = lookup(cfg, key)
+        except KeyError:
+            raise ConfigError(f"EXP.HPARAMS names {key!r}, which is not a config key") from None
         out[key] = node if isinstance(node, (bool, int, float, str)) else str(node)
     return out
 
