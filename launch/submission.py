@@ -14,9 +14,8 @@ from dataclasses import dataclass
 
 from fvcore.common.config import CfgNode
 
-from opmask.data.build import check_datasets
-from opmask.modeling.weights import check_weights_file
 from opmask.run.claim import RunFolderError, RunLock, claim
+from opmask.run.entry import validate_inputs
 from opmask.run.folder import RunFolder
 
 from .executor import LaunchError, Resources, check_partition, make_executor, submit_all
@@ -70,28 +69,19 @@ def add_data_check_flag(p: argparse.ArgumentParser) -> None:
     )
 
 
-def check_data(cfg: CfgNode, checked: set | None = None, *, eval_only: bool = False) -> None:
-    """The datasets and MODEL.WEIGHTS the job will read, checked on this host as opmask-train
-    (``--eval-only``) checks them, before anything is written or submitted; ``checked`` skips
-    repeats (sweeps)."""
-    key = (tuple(cfg.DATASETS.TRAIN), tuple(cfg.DATASETS.TEST), cfg.MODEL.WEIGHTS, eval_only)
-    if checked is not None and key in checked:
-        return
-    if cfg.MODEL.WEIGHTS:
-        check_weights_file(cfg.MODEL.WEIGHTS)
-    check_datasets(cfg, eval_only=eval_only)
-    if checked is not None:
-        checked.add(key)
-
-
-def check_world(cfg: CfgNode, res: Resources) -> None:
-    """Refuse a global batch that the job's processes cannot share evenly."""
-    world = res.nodes * res.tasks
-    if cfg.SOLVER.IMS_PER_BATCH % world:
-        raise LaunchError(
-            f"SOLVER.IMS_PER_BATCH ({cfg.SOLVER.IMS_PER_BATCH}) is not a multiple "
-            f"of the world size ({res.nodes} nodes x tasks = {world})"
-        )
+def validate(cfg: CfgNode, res: Resources, *, eval_only: bool, data: bool, checked: set) -> None:
+    """opmask-train's validation of a job's inputs, on this host: the batch split over the job's
+    processes (not for ``eval_only``) and, when ``data``, the datasets and MODEL.WEIGHTS (each
+    once per ``checked``); the device is the compute node's, not checked here."""
+    validate_inputs(
+        cfg,
+        eval_only=eval_only,
+        world_size=res.nodes * res.tasks,
+        local_procs=None,
+        processes=f"processes ({res.nodes} nodes x {res.tasks} tasks per node)",
+        data=data,
+        checked=checked,
+    )
 
 
 def check_evaluable(
@@ -115,10 +105,9 @@ def check_points(points: list[dict], request: Request, *, data_check: bool) -> N
     for p in points:
         if request.eval_only:
             check_evaluable(p["run_dir"])
-        else:
-            check_world(p["cfg"], request.res)
-        if data_check:
-            check_data(p["cfg"], checked, eval_only=request.eval_only)
+        validate(
+            p["cfg"], request.res, eval_only=request.eval_only, data=data_check, checked=checked
+        )
     if not request.local:
         check_partition(request.res.partition)
 

@@ -67,12 +67,11 @@ from .submission import (
     Record,
     Request,
     add_data_check_flag,
-    check_data,
     check_evaluable,
     check_points,
-    check_world,
     sbatch_points,
     submit_points,
+    validate,
 )
 from .sweep_file import expand_points, read_sweep_file, run_names
 from .sweep_report import collect, varied_keys, watch
@@ -210,10 +209,8 @@ def _points(
             run_dir = os.path.join(out, "runs", name)
             if eval_only:
                 check_evaluable(run_dir, what=f"point {i}: ", hint="check --output, the sweep")
-            else:
-                check_world(cfg, res)  # the same IMS_PER_BATCH for all points fails at the first
-            if data_check:
-                check_data(cfg, checked, eval_only=eval_only)
+            # the same IMS_PER_BATCH for all points fails at the first
+            validate(cfg, res, eval_only=eval_only, data=data_check, checked=checked)
             if not eval_only and os.path.isdir(run_dir) and os.listdir(run_dir):
                 raise RunFolderError(f"run folder {run_dir} of point {i} already holds a run")
             points.append(
@@ -473,7 +470,8 @@ def cmd_resume(args) -> int:
         print("nothing to resume: every point finished or is queued/running")
         return 0
     for p in todo:
-        check_world(_saved_config(p, os.path.join(args.folder, MANIFEST)), res)
+        cfg = _saved_config(p, os.path.join(args.folder, MANIFEST))
+        validate(cfg, res, eval_only=False, data=False, checked=set())
     manifest["resources"] = vars(res)
     out = os.path.abspath(args.folder)
     sbatch_points(todo, _request(manifest, out, args), Manifest(manifest, out))

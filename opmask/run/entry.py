@@ -52,21 +52,38 @@ def load(
 
 
 def validate_inputs(
-    cfg: CfgNode, *, eval_only: bool, world_size: int, local_procs: int = 1
+    cfg: CfgNode,
+    *,
+    eval_only: bool,
+    world_size: int,
+    local_procs: int | None = 1,
+    processes: str = "processes (--num-gpus x --num-machines)",
+    data: bool = True,
+    checked: set | None = None,
 ) -> None:
-    """Everything the run will read, checked before the run folder is claimed: the device
-    (``local_procs`` processes on this machine), the batch split over ``world_size`` processes,
-    MODEL.WEIGHTS and every dataset.
+    """Everything a run will read, checked before anything is written — the one validation of
+    ``opmask-train``, ``opmask-submit`` and ``opmask-sweep``: the device (``local_procs``
+    processes on this machine; None where the job runs elsewhere, e.g. a login node), the batch
+    split over ``world_size`` processes (``processes`` says how they were asked for; not for
+    ``eval_only``), and unless ``data`` is False (the host cannot see them) MODEL.WEIGHTS and
+    every dataset. ``checked``: the weights and datasets already checked (a sweep's points
+    share them), updated.
 
     Raises:
         ConfigError, DatasetError, SplitError, UnsafeWeightsError, WeightsFileError.
     """
-    check_device(cfg.MODEL.DEVICE, local_procs)
+    if local_procs is not None:
+        check_device(cfg.MODEL.DEVICE, local_procs)
     if not eval_only:
-        check_world(cfg, world_size, "processes (--num-gpus x --num-machines)")
+        check_world(cfg, world_size, processes)
+    key = (tuple(cfg.DATASETS.TRAIN), tuple(cfg.DATASETS.TEST), cfg.MODEL.WEIGHTS, eval_only)
+    if not data or (checked is not None and key in checked):
+        return
     if cfg.MODEL.WEIGHTS:
         check_weights_file(cfg.MODEL.WEIGHTS)
     check_datasets(cfg, eval_only=eval_only)
+    if checked is not None:
+        checked.add(key)
 
 
 def prepare(

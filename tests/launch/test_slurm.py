@@ -96,7 +96,7 @@ def test_dry_run_prints_sbatch_lines_and_config(slurm, datasets_root, tmp_path):
             "world size",
             ["--nodes", "2", "--tasks-per-node", "1"],
             ["SOLVER.IMS_PER_BATCH", "3"],
-            "not a multiple of the world size",
+            "not a multiple of the 2 processes (2 nodes x 1 tasks per node)",
         ),
     ],
 )

@@ -177,8 +177,8 @@ def test_what_all_points_share_fails_before_the_points_are_loaded(
     argv = ["submit", path, "--output", str(out), "--nodes", "2", "--dry-run", *FLAGS]
     assert sweep.main(argv) == 1
     assert capsys.readouterr().err == (
-        "opmask-sweep: error: SOLVER.IMS_PER_BATCH (3) is not a multiple of the world size "
-        "(2 nodes x tasks = 2)\n"
+        "opmask-sweep: error: SOLVER.IMS_PER_BATCH 3 is not a multiple of the 2 processes "
+        "(2 nodes x 1 tasks per node)\n"
     )
     assert [r.getMessage() for r in caplog.records if "VERSION" in r.getMessage()] == [
         "config key VERSION = 1 is not read (one config schema is supported); accepted for "
