@@ -90,7 +90,7 @@ def submit(args: argparse.Namespace) -> int:
     res = resolve_resources(args)
     cfg = load_config(args.config_file, args.opts)
     run_dir = os.path.abspath(run_folder(cfg, args.exp_id, args.output_dir))
-    folder = args.submitit_folder or os.path.join(run_dir, "slurm")
+    folder = args.submitit_folder or RunFolder(run_dir).slurm
     name = f"opmask-{'eval-' if args.eval_only else ''}{os.path.basename(run_dir)}"
     request = Request(
         res, os.path.join(folder, "%j"), name, args.local, args.dist_timeout, args.eval_only

@@ -51,10 +51,10 @@ def main() -> None:
     sync, blocked, extra = [], [], []
     for r in range(args.repeat):
         t0 = time.perf_counter()
-        ckpt.save(f"model_{2 * r:07d}.pth", state(2 * r))
+        ckpt.save(ckpt.names.periodic_name(2 * r), state(2 * r))
         sync.append(time.perf_counter() - t0)
         t0 = time.perf_counter()
-        ckpt.save_async(f"model_{2 * r + 1:07d}.pth", state(2 * r + 1))
+        ckpt.save_async(ckpt.names.periodic_name(2 * r + 1), state(2 * r + 1))
         blocked.append(time.perf_counter() - t0)
         steps = []
         while ckpt._writer is not None and ckpt._writer.is_alive():

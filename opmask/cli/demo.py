@@ -140,12 +140,14 @@ def check_recipe(out: str, pretrain_iters: int) -> None:
     runs, so it would print one recipe's baseline beside another's OPMask."""
     import yaml
 
+    from ..run.folder import RunFolder
+
     weights = os.path.join(out, "pretrain", "backbone.pth") if pretrain_iters > 0 else ""
     for name, key, want in [
         ("pretrain", ("SOLVER", "MAX_ITER"), pretrain_iters),
         *[(m, ("MODEL", "WEIGHTS"), weights) for m, _ in MODELS],
     ]:
-        path = os.path.join(out, name, "config.yaml")
+        path = RunFolder(os.path.join(out, name)).config
         if (name == "pretrain" and pretrain_iters <= 0) or not os.path.isfile(path):
             continue
         with open(path) as f:

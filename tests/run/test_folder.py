@@ -3,8 +3,10 @@ written and read back in launch/job.py's format, the last iteration and the newe
 
 from __future__ import annotations
 
+import ast
 import json
 import os
+import pathlib
 
 import pytest
 import torch
@@ -12,6 +14,8 @@ import torch
 from opmask.run.folder import RunFolder
 from opmask.train import events as ev
 from opmask.train.checkpoint import CheckpointError
+
+ROOT = pathlib.Path(__file__).resolve().parents[2]
 
 
 def test_paths(tmp_path):
@@ -106,3 +110,64 @@ def test_read_results(tmp_path):
     assert run.read_results() == {"segm": {"AP": 3.0}}
     assert run.read_results("b_val") == {"segm": {"AP": 3.0}}
     assert run.read_results("a_val") == {}
+
+
+# String constants outside the owner that equal a layout name but are not about a run folder:
+NOT_A_RUN_FOLDER = {
+    ("launch/executor.py", "slurm"): "submitit's cluster name",
+    ("launch/sweep.py", "slurm"): "the sweep folder's own submitit folder",
+    ("opmask/utils/resources.py", "slurm"): "the shipped slurm/profiles folder",
+}
+
+
+def layout_names_outside_the_owner(root: pathlib.Path) -> list[str]:
+    """``file:line 'text'`` of every string constant in the package, the launcher and the scripts
+    (docstrings and messages with spaces aside) that spells a name of the run folder's layout
+    (equal to one, or a path ending or starting with one) anywhere but ``opmask/run/folder.py``."""
+    c = RunFolder.CHECKPOINTS
+    names = {v for k, v in vars(RunFolder).items() if k.isupper() and isinstance(v, str)}
+    names |= {c.final, c.pointer, c.periodic, c.periodic.partition("{")[0]}
+    found = []
+    paths = [*root.glob("opmask/**/*.py"), *root.glob("launch/*.py"), *root.glob("scripts/*.py")]
+    for path in sorted(paths):
+        rel = path.relative_to(root).as_posix()
+        if rel == "opmask/run/folder.py":
+            continue
+        tree = ast.parse(path.read_text(encoding="utf-8"))
+        docstrings = {
+            id(node.body[0].value)
+            for node in ast.walk(tree)
+            if isinstance(node, (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef))
+            and node.body
+            and isinstance(node.body[0], ast.Expr)
+            and isinstance(node.body[0].value, ast.Constant)
+        }
+        for node in ast.walk(tree):
+            s = node.value if isinstance(node, ast.Constant) else None
+            if not isinstance(s, str) or id(node) in docstrings or any(ch.isspace() for ch in s):
+                continue
+            parts = s.strip("/").split("/")
+            spelled = s in names or parts[0] in names or parts[-1] in names
+            if spelled and (rel, s) not in NOT_A_RUN_FOLDER:
+                found.append(f"{rel}:{node.lineno} {s!r}")
+    return sorted(found, key=lambda f: (f.split(":")[0], int(f.split(":")[1].split()[0])))
+
+
+def test_no_layout_name_is_spelled_outside_the_owner():
+    assert layout_names_outside_the_owner(ROOT) == []
+
+
+def test_a_spelled_layout_name_is_found(tmp_path):
+    (tmp_path / "opmask" / "train").mkdir(parents=True)
+    (tmp_path / "opmask" / "train" / "bad.py").write_text(
+        '"""models/model_final.pth in a docstring is fine."""\n'
+        "import os\n"
+        'A = os.path.join("run", "model_final.pth")\n'
+        'B = "metrics.json is not read here"\n'
+        'C = "models/last_checkpoint"\n'
+    )
+    found = layout_names_outside_the_owner(tmp_path)
+    assert found == [
+        "opmask/train/bad.py:3 'model_final.pth'",
+        "opmask/train/bad.py:5 'models/last_checkpoint'",
+    ]
