@@ -5,7 +5,7 @@
 #   bash scripts/test.sh --quick    the inner loop: every unit test, without the `slurm` and
 #                                   `slow` end-to-end scenarios; no set-up, no lint
 #   bash scripts/test.sh [--quick] ARGS...   ARGS go to pytest (a file, -k NAME, -m MARKER, -n 0)
-# Times on a 2-core machine are in README ("Tests").
+# Times on a 2-core machine are in README ("Quick start").
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-python3}

@@ -32,7 +32,7 @@ from .flags import old_names
 from .parser import OneLineParser
 
 MODELS = (("baseline", "baseline_R18_shapes.yaml"), ("opmask", "opmask_R18_shapes.yaml"))
-PRETRAIN_ITERS = 300  # the shared first stage (README: measured on four datasets)
+PRETRAIN_ITERS = 300  # the shared first stage (docs/results.md: measured on four datasets)
 COLUMNS = (
     ("box AP", "bbox"),
     ("mask AP", "segm"),
