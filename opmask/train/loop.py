@@ -82,7 +82,11 @@ def train(cfg, run, *, resume: bool, after_step: Callable | None = None) -> dict
     """Train ``cfg`` in the run folder ``run`` (an ``opmask.run.folder.RunFolder``: every path
     the loop writes comes from it); returns the final evaluation results.
 
-    ``after_step(iteration, model)``, if given, runs on every rank after each optimizer step.
+    ``after_step(iteration, model, batch, losses)``, if given, runs on every rank after each
+    optimizer step and scheduler step, with the step's input (the list of mapped dicts) and its
+    loss tensors (computed before the step; their graph is freed). It observes only: the loop
+    computes the same whatever it does, unless it changes the model (weights, buffers, train
+    mode) or draws from the random generators.
     """
     dicts, info = load_datasets(cfg.DATASETS.TRAIN, cache_dir=cfg.DATASETS.CACHE_DIR)
     check_num_classes(cfg, info)
@@ -149,7 +153,7 @@ def train(cfg, run, *, resume: bool, after_step: Callable | None = None) -> dict
             lr = optimizer.param_groups[0]["lr"]  # the step's (Detectron2 logs it before stepping)
             scheduler.step()
             if after_step is not None:
-                after_step(it, model)
+                after_step(it, model, batch, losses)
             events.log_train(
                 it,
                 scalars,

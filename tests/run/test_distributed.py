@@ -26,7 +26,7 @@ def _params(model) -> torch.Tensor:
     return torch.cat([p.detach().flatten() for p in model.parameters()])
 
 
-def _same_on_all_ranks(it, model):
+def _same_on_all_ranks(it, model, *_):
     vec = _params(model)
     out = [torch.empty_like(vec) for _ in range(dist.get_world_size())]
     dist.all_gather(out, vec)
@@ -36,12 +36,12 @@ def _same_on_all_ranks(it, model):
             f.write(f"{it}\n")
 
 
-def _record_params(it, model):
+def _record_params(it, model, *_):
     if it == 0 and (not dist.is_initialized() or dist.get_rank() == 0):
         torch.save(_params(model), os.environ["OPMASK_TEST_LOG"])
 
 
-def _nan_on_rank1(it, model):
+def _nan_on_rank1(it, model, *_):
     if it == 1 and dist.get_rank() == 1:
         with torch.no_grad():
             for p in model.parameters():

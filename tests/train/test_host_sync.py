@@ -46,7 +46,7 @@ def test_one_host_sync_per_iteration(shapes_env, tmp_path, monkeypatch):
     calls = _count_engine_syncs(monkeypatch)
     per_iteration = []
 
-    def after_step(it, model):  # boundaries of the steady-state iterations
+    def after_step(it, model, batch, losses):  # boundaries of the steady-state iterations
         per_iteration.append(list(calls))
         calls.clear()
 
