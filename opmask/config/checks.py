@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import logging
 import math
+import operator
 import re
 from typing import Any, Callable, Iterator
 
@@ -43,17 +44,17 @@ def _is_num(v: Any) -> bool:
     return isinstance(v, (int, float)) and not isinstance(v, bool)
 
 
-def integer(lo: int | None = None, hi: int | None = None) -> Check:
-    def check(v):
-        if not _is_int(v):
-            return "must be an integer"
-        if lo is not None and v < lo:
-            return f"must be >= {lo}"
-        if hi is not None and v > hi:
-            return f"must be <= {hi}"
-        return None
+def _outside(v, lo=None, hi=None, gt=None, lt=None) -> str | None:
+    """The bound the number ``v`` breaks (``> gt``, ``< lt``, ``>= lo``, ``<= hi``), or None."""
+    rules = ((gt, ">", operator.gt), (lt, "<", operator.lt), (lo, ">=", operator.ge))
+    for bound, sign, holds in (*rules, (hi, "<=", operator.le)):
+        if bound is not None and not holds(v, bound):
+            return f"must be {sign} {bound}"
+    return None
 
-    return check
+
+def integer(lo: int | None = None, hi: int | None = None) -> Check:
+    return lambda v: "must be an integer" if not _is_int(v) else _outside(v, lo, hi)
 
 
 def resumable(check: Check) -> Check:
@@ -88,15 +89,7 @@ def number(
     def check(v):
         if not _is_num(v) or not math.isfinite(v):
             return "must be a finite number"
-        if gt is not None and v <= gt:
-            return f"must be > {gt}"
-        if lt is not None and v >= lt:
-            return f"must be < {lt}"
-        if lo is not None and v < lo:
-            return f"must be >= {lo}"
-        if hi is not None and v > hi:
-            return f"must be <= {hi}"
-        return None
+        return _outside(v, lo, hi, gt, lt)
 
     return check
 
