@@ -102,7 +102,7 @@ def _resume_config(run_dir: str) -> tuple[CfgNode | None, str]:
     return CfgNode.load_cfg(state["meta"]["config"]), note
 
 
-def settle_config(cfg: CfgNode, run_dir: str, *, resume: bool, eval_only: bool) -> CfgNode:
+def settle_config(cfg: CfgNode, run_dir: str, *, resume: bool) -> CfgNode:
     """Fix the seed (the saved one, else drawn) and refuse a resume that changes unsafe keys."""
     old, note = _resume_config(run_dir) if resume else (_saved_or_none(run_dir), "")
     cfg = cfg.clone()
@@ -162,7 +162,7 @@ def claim(
     lock = RunLock(run_dir, created=top, fresh=not occupied)
     try:
         lock.acquire()
-        cfg = settle_config(cfg, run_dir, resume=resume, eval_only=eval_only)
+        cfg = settle_config(cfg, run_dir, resume=resume)
         if not eval_only:
             atomic_write_bytes(RunFolder(run_dir).config, cfg.dump().encode())
     except BaseException:

@@ -115,7 +115,7 @@ def prepare(
         RunLock(run_dir).ensure_free()  # a busy folder is named at once, before validation
     validate_inputs(cfg, eval_only=eval_only, world_size=world_size, local_procs=local_procs)
     if not writer:  # e.g. srun's other tasks
-        return settle_config(cfg, run_dir, resume=resume, eval_only=eval_only), None
+        return settle_config(cfg, run_dir, resume=resume), None
     return claim(cfg, run_dir, resume=resume, eval_only=eval_only)
 
 
