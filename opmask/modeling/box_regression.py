@@ -1,4 +1,8 @@
-"""Box <-> delta transform with Detectron2 v0.6's ``Box2BoxTransform`` semantics."""
+"""Box <-> delta transform with Detectron2 v0.6's ``Box2BoxTransform`` semantics: the one box
+coder of the model (the RPN's anchors and the RoI heads' proposals).
+
+Encode and decode match torchvision's ``_utils.BoxCoder`` bit for bit in float32
+(tests/modeling/test_box_regression.py)."""
 
 from __future__ import annotations
 

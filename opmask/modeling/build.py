@@ -14,12 +14,12 @@ from torch import nn
 from .anchor_generator import AnchorGenerator
 from .backbone import ResNetFPN
 from .box_heads import CAMBoxHead, FastRCNNConvFCHead, FastRCNNPredictor
+from .box_regression import Box2BoxTransform
 from .mask_heads import CAMMaskHead, MaskRCNNConvUpsampleHead
 from .meta_arch import OPMask
 from .poolers import ROIPooler
 from .rpn import RPN, StandardRPNHead
 from .sampling import RoISampler
-from .tv_adapter import BoxCoder
 
 
 def _strides(names: Sequence[str]) -> list[int]:
@@ -124,7 +124,7 @@ def build_model(cfg, strong_classes: Sequence[int] | None = None) -> OPMask:
             batch_size=m.ROI_HEADS.BATCH_SIZE_PER_IMAGE,
             positive_fraction=m.ROI_HEADS.POSITIVE_FRACTION,
         ),
-        box_coder=BoxCoder(tuple(m.ROI_BOX_HEAD.BBOX_REG_WEIGHTS)),
+        box2box=Box2BoxTransform(m.ROI_BOX_HEAD.BBOX_REG_WEIGHTS),
         strong_classes=range(1, k + 1) if strong_classes is None else strong_classes,
         num_classes=k,
         pixel_mean=m.PIXEL_MEAN,

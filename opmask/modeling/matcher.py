@@ -1,4 +1,8 @@
-"""Anchor/proposal matching and label subsampling with Detectron2 v0.6's semantics."""
+"""Anchor/proposal matching and label subsampling with Detectron2 v0.6's semantics: the one
+matcher of the model (the RPN's anchors and the RoI heads' proposals).
+
+With one threshold and no low-quality matches (the RoI heads) it matches torchvision's
+``_utils.Matcher`` bit for bit (tests/modeling/test_matcher.py)."""
 
 from __future__ import annotations
 

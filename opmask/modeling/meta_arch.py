@@ -8,13 +8,14 @@ import torch
 from torch import nn
 
 from .box_heads import CAMBoxHead
+from .box_regression import Box2BoxTransform
 from .losses import fast_rcnn_losses, partially_supervised_mask_loss
 from .mask_heads import CAMMaskHead
 from .mask_paste import paste_masks_in_image
 from .omp import object_mask_prior
 from .postprocess import detections_with_sources, rescale_detections
 from .sampling import RoISampler, box_targets, mask_targets
-from .tv_adapter import BoxCoder, ImageList
+from .tv_adapter import ImageList
 
 
 class OPMask(nn.Module):
@@ -42,7 +43,7 @@ class OPMask(nn.Module):
         mask_pooler: nn.Module | None,
         mask_head: nn.Module | None,
         roi_sampler: RoISampler,
-        box_coder: BoxCoder,
+        box2box: Box2BoxTransform,
         strong_classes: Sequence[int],
         num_classes: int,
         pixel_mean: Sequence[float],
@@ -63,7 +64,7 @@ class OPMask(nn.Module):
         if use_prior and not cam_heads:
             raise TypeError("use_prior needs a CAMBoxHead (the OMP source) and a CAMMaskHead")
         self.use_prior = use_prior
-        self.roi_sampler, self.box_coder = roi_sampler, box_coder
+        self.roi_sampler, self.box2box = roi_sampler, box2box
         self.rpn_features, self.roi_features = list(rpn_features), list(roi_features)
         self.smooth_l1_beta = smooth_l1_beta
         self.score_thresh, self.nms_thresh = score_thresh, nms_thresh
@@ -100,7 +101,7 @@ class OPMask(nn.Module):
             class_logits,
             box_deltas,
             labels,
-            box_targets(samples, targets, self.box_coder),
+            box_targets(samples, targets, self.box2box),
             self.smooth_l1_beta,
         )
         if self.mask_head is None:
@@ -168,7 +169,7 @@ class OPMask(nn.Module):
             box_deltas,
             proposals,
             image_sizes,
-            self.box_coder,
+            self.box2box,
             score_thresh=self.score_thresh,
             nms_thresh=self.nms_thresh,
             detections_per_img=self.detections_per_img,

@@ -7,7 +7,7 @@ import torch
 import torch.nn.functional as F
 from torchvision.ops import boxes as box_ops
 
-from .tv_adapter import BoxCoder
+from .box_regression import Box2BoxTransform
 
 
 def detections_with_sources(
@@ -15,7 +15,7 @@ def detections_with_sources(
     box_deltas: torch.Tensor,
     proposals: list[torch.Tensor],
     image_sizes: list[tuple[int, int]],
-    box_coder: BoxCoder,
+    box2box: Box2BoxTransform,
     *,
     score_thresh: float,
     nms_thresh: float,
@@ -32,7 +32,8 @@ def detections_with_sources(
     """
     num_classes = class_logits.shape[-1]
     counts = [len(p) for p in proposals]
-    boxes_all = box_coder.decode(box_deltas.float(), proposals).split(counts)  # (n_i, K+1, 4)
+    flat = box2box.apply_deltas(box_deltas.float(), torch.cat(proposals))  # (R, 4(K+1))
+    boxes_all = flat.view(len(flat), flat.shape[1] // 4, 4).split(counts)  # (n_i, K+1, 4)
     scores_all = F.softmax(class_logits, -1).split(counts)
     offsets = torch.tensor([0] + counts[:-1], device=class_logits.device).cumsum(0)
     results = []

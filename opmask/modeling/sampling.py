@@ -1,4 +1,5 @@
-"""Training targets for the RoI heads: match proposals to GT, sample, encode, crop masks."""
+"""Training targets for the RoI heads: match proposals to GT (``matcher.Matcher``), sample,
+encode (``box_regression.Box2BoxTransform``), crop masks."""
 
 from __future__ import annotations
 
@@ -8,8 +9,8 @@ import torch
 from torchvision.ops import box_iou
 
 from ..data.masks import InstanceMasks
-from .matcher import subsample_labels
-from .tv_adapter import BoxCoder, Matcher
+from .box_regression import Box2BoxTransform
+from .matcher import Matcher, subsample_labels
 
 
 @dataclass
@@ -24,10 +25,13 @@ class RoISample:
 class RoISampler:
     """Adds GT boxes to the proposals, matches at ``iou_thresh``, samples ``batch_size`` RoIs
     per image with ``positive_fraction`` foreground, positives first (Detectron2's procedure),
-    drawing from the image's own generator (``targets[i]["generator"]``) when it has one."""
+    drawing from the image's own generator (``targets[i]["generator"]``) when it has one.
+
+    Unmatched RoIs (below ``iou_thresh``) get label 0 and ``gt_index`` 0."""
 
     def __init__(self, *, iou_thresh: float, batch_size: int, positive_fraction: float):
-        self.matcher = Matcher(iou_thresh, iou_thresh, allow_low_quality_matches=False)
+        # IoU bands [0, t) -> background (0), [t, inf) -> foreground (1); no low-quality matches
+        self.matcher = Matcher([iou_thresh], [0, 1], allow_low_quality_matches=False)
         self.batch_size, self.positive_fraction = batch_size, positive_fraction
 
     def __call__(self, proposals: list[torch.Tensor], targets: list[dict]) -> list[RoISample]:
@@ -38,25 +42,26 @@ class RoISampler:
                 idx = torch.zeros(len(boxes), dtype=torch.int64, device=boxes.device)
                 labels = torch.zeros_like(idx)
             else:
-                idx = self.matcher(box_iou(t["boxes"], boxes))
-                labels = t["labels"][idx.clamp(min=0)]
-                labels[idx == Matcher.BELOW_LOW_THRESHOLD] = 0
-                labels[idx == Matcher.BETWEEN_THRESHOLDS] = -1
-                idx = idx.clamp(min=0)
+                idx, fg = self.matcher(box_iou(t["boxes"], boxes))  # (R,) GT index, (R,) 0/1
+                idx[fg == 0] = 0
+                labels = t["labels"][idx]
+                labels[fg == 0] = 0
             pos, neg = subsample_labels(
                 labels, self.batch_size, self.positive_fraction, 0, t.get("generator")
             )
             keep = torch.cat([pos, neg])
-            out.append(RoISample(boxes[keep], labels[keep].clamp(min=0), idx[keep]))
+            out.append(RoISample(boxes[keep], labels[keep], idx[keep]))
         return out
 
 
-def box_targets(samples: list[RoISample], targets: list[dict], coder: BoxCoder) -> torch.Tensor:
+def box_targets(
+    samples: list[RoISample], targets: list[dict], box2box: Box2BoxTransform
+) -> torch.Tensor:
     """(sum R, 4) regression targets of every sampled RoI towards its matched GT box."""
     matched = [
         t["boxes"][s.gt_index] if len(t["boxes"]) else s.boxes for s, t in zip(samples, targets)
     ]
-    return torch.cat(coder.encode(matched, [s.boxes for s in samples]))
+    return box2box.get_deltas(torch.cat([s.boxes for s in samples]), torch.cat(matched))
 
 
 def mask_targets(samples: list[RoISample], targets: list[dict], size: int):

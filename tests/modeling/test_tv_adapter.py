@@ -11,13 +11,20 @@ def test_pinned_version_family():
     assert (major, minor) >= (0, 16)
 
 
-def test_box_coder_round_trip():
-    coder = tv.BoxCoder((10.0, 10.0, 5.0, 5.0))
-    props = torch.tensor([[10.0, 10.0, 50.0, 40.0]])
-    gt = torch.tensor([[12.0, 8.0, 55.0, 44.0]])
-    deltas = coder.encode([gt], [props])[0]
-    torch.testing.assert_close(coder.decode(deltas, [props]).reshape(-1, 4), gt)
+def test_exports_only_the_backbone_plumbing():
+    """Matching and box coding are ours (tests/modeling/test_matcher.py, test_box_regression.py)."""
+    assert sorted(tv.__all__) == [
+        "BackboneWithFPN",
+        "FrozenBatchNorm2d",
+        "ImageList",
+        "LastLevelMaxPool",
+    ]
+    assert not hasattr(tv, "Matcher") and not hasattr(tv, "BoxCoder")
 
 
-def test_matcher_constants():
-    assert tv.Matcher.BELOW_LOW_THRESHOLD == -1 and tv.Matcher.BETWEEN_THRESHOLDS == -2
+def test_image_list_and_frozen_batch_norm():
+    images = tv.ImageList(torch.zeros(2, 3, 8, 8), [(8, 6), (5, 8)])
+    assert images.image_sizes == [(8, 6), (5, 8)] and images.tensors.shape == (2, 3, 8, 8)
+    bn = tv.FrozenBatchNorm2d(3)
+    x = torch.randn(1, 3, 2, 2, generator=torch.Generator().manual_seed(0))
+    torch.testing.assert_close(bn(x), x / (1 + bn.eps) ** 0.5)
