@@ -20,6 +20,7 @@ from pycocotools.cocoeval import COCOeval
 from ..data.masks import mask_to_rle
 from ..utils import comm
 from ..utils.fs import atomic_write_bytes
+from ..utils.table import format_table as _format_table
 
 logger = logging.getLogger(__name__)
 
@@ -153,11 +154,9 @@ def evaluate_results(
 
 
 def format_table(results: dict) -> str:
-    tasks = [t for t in results if t != "per_class"]
-    lines = [f"{'task':<12}" + "".join(f"{m:>8}" for m in METRICS)]
-    for t in tasks:
-        lines.append(f"{t:<12}" + "".join(f"{results[t][m]:>8.2f}" for m in METRICS))
-    return "\n".join(lines)
+    """``results`` (of ``evaluate_results``) as a table: one row per task, one column per metric."""
+    rows = [[t, *(results[t][m] for m in METRICS)] for t in results if t != "per_class"]
+    return _format_table(["task", *METRICS], rows, [12] + [8] * len(METRICS), fmt=".2f")
 
 
 def evaluate(

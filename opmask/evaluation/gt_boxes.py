@@ -15,6 +15,8 @@ from collections import defaultdict
 import numpy as np
 import torch
 
+from ..utils.table import format_table as _format_table
+
 NAMES = (
     ("mask_iou", "mask IoU"),
     ("omp_iou", "OMP >= 0.5 IoU"),
@@ -60,12 +62,10 @@ def gt_box_diagnostics(model, dicts: list[dict], mapper, strong_labels) -> dict[
 
 
 def format_table(res: dict[str, float]) -> str:
-    rows = [f"{'GT boxes':<26}{'strong':>8}{'weak':>8}"]
-    for key, name in NAMES:
-        if f"{key}_strong" in res or f"{key}_weak" in res:
-            cells = "".join(
-                f"{res[f'{key}_{s}']:>8.3f}" if f"{key}_{s}" in res else f"{'-':>8}"
-                for s in ("strong", "weak")
-            )
-            rows.append(f"{name:<26}{cells}")
-    return "\n".join(rows)
+    """The diagnostics ``res`` as a table: one row per measure, strong and weak columns."""
+    rows = [
+        [name, res.get(f"{key}_strong"), res.get(f"{key}_weak")]
+        for key, name in NAMES
+        if f"{key}_strong" in res or f"{key}_weak" in res
+    ]
+    return _format_table(["GT boxes", "strong", "weak"], rows, [26, 8, 8], fmt=".3f")
