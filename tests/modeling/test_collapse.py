@@ -1,10 +1,11 @@
 """Collapse detector (issue 11): after a short training on each synthetic family, OPMask's CAM box
 head must call more than 5 % of the ground-truth boxes by an object class, not background for all.
 
-A tiny setting of the shapes configs. Issue 11's diagnosis: early in training most sampled RoIs
+A tiny setting of the shapes configs, trained by the real loop (``opmask.train.loop.train``) and
+measured through the GT-box diagnostic. Issue 11's diagnosis: early in training most sampled RoIs
 are background, so every head first learns the class prior and calls every GT box background; a
 sound head is leaving that phase after these 30 iterations (the shares measured on each family:
-docs/benchmarks.md; slow: about 25 s of CPU per family, 1 thread)."""
+docs/benchmarks.md; slow: about 10 s per family, 1 thread)."""
 
 from __future__ import annotations
 
@@ -12,11 +13,12 @@ import pytest
 import torch
 
 from opmask.config import load_config
-from opmask.data.build import build_train_loader, load_datasets, strong_ids_from_cfg
+from opmask.data.build import load_datasets, strong_ids_from_cfg
 from opmask.data.mapper import DatasetMapper
 from opmask.data.shapes import generate
-from opmask.modeling import build_model
-from opmask.train.solver import build_lr_scheduler, build_optimizer, clip_gradients
+from opmask.evaluation.gt_boxes import gt_box_diagnostics
+from opmask.run.folder import RunFolder
+from opmask.train.loop import train
 
 from ..conftest import SHAPES_OPMASK
 
@@ -34,44 +36,36 @@ SETTING = [
     "SOLVER.WARMUP_ITERS", "10",
     "SOLVER.STEPS", f"({ITERS - 5},)",
     "DATALOADER.NUM_WORKERS", "0",
+    "SEED", "0",
+    "DATASETS.TEST", "()",  # the measurement below is the test's; no COCO evaluation
+    "VIS_PERIOD", "0",
 ]  # fmt: skip
 
 
-def _train_briefly(cfg, dicts, info):
-    torch.manual_seed(0)
-    strong = [info.category_ids.index(c) + 1 for c in strong_ids_from_cfg(cfg, info)]
-    model = build_model(cfg, strong_classes=strong)
-    opt = build_optimizer(cfg, model)
-    sched = build_lr_scheduler(cfg, opt)
-    loader = iter(build_train_loader(cfg, dicts, seed=0, rank=0, world_size=1, start_iter=0))
-    model.train()
-    for _ in range(ITERS):
-        losses, _ = model(next(loader))
-        opt.zero_grad(set_to_none=True)
-        sum(losses.values()).backward()
-        clip_gradients(cfg, [p for g in opt.param_groups for p in g["params"]])
-        opt.step()
-        sched.step()
-    return model
+def _train_briefly(cfg, run_dir: str):
+    """The model after ``ITERS`` steps of the real training loop (``opmask-train``'s)."""
+    trained = {}
+    train(cfg, RunFolder(run_dir), resume=False, after_step=lambda it, m, *_: trained.update(m=m))
+    return trained["m"]
 
 
 @torch.no_grad()
-def _gt_box_predictions(model, cfg, dicts) -> torch.Tensor:
-    """Predicted labels (0 = background) of the box head on every GT box of ``dicts``."""
+def _gt_box_predictions(model, cfg, dicts, strong) -> torch.Tensor:
+    """Predicted labels (0 = background) of the box head on every GT box of ``dicts``, as the
+    GT-box diagnostic (``opmask.evaluation.gt_boxes``) makes the box head see them."""
     mapper = DatasetMapper(
         is_train=True,
         min_sizes=[cfg.INPUT.MIN_SIZE_TEST],
         max_size=cfg.INPUT.MAX_SIZE_TEST,
         image_format=cfg.INPUT.FORMAT,
+        mask_format="bitmask",
     )
-    model.eval()
     preds = []
-    for d in dicts:
-        x = mapper(d)
-        inst = x["instances"]
-        if len(inst["boxes"]):
-            out = model.segment_given_boxes(x["image"], inst["boxes"], inst["labels"])
-            preds.append(out["class_logits"].argmax(1))
+    hook = model.box_predictor.register_forward_hook(lambda m, i, o: preds.append(o[0].argmax(1)))
+    try:
+        gt_box_diagnostics(model, dicts, mapper, strong)
+    finally:
+        hook.remove()
     return torch.cat(preds)
 
 
@@ -85,7 +79,8 @@ def test_cam_box_head_does_not_call_every_gt_box_background(family, tmp_path, mo
     monkeypatch.setenv("OPMASK_DATASETS", str(tmp_path))
     cfg = load_config(SHAPES_OPMASK, SETTING)
     dicts, info = load_datasets(cfg.DATASETS.TRAIN)
-    model = _train_briefly(cfg, dicts, info)
-    preds = _gt_box_predictions(model, cfg, dicts)
+    model = _train_briefly(cfg, str(tmp_path / "run"))
+    strong = set(info.labels(strong_ids_from_cfg(cfg, info)))
+    preds = _gt_box_predictions(model, cfg, dicts, strong)
     called = float((preds > 0).float().mean())
     assert called > 0.05, f"{family}: background for {(preds == 0).sum()} of {len(preds)} GT boxes"
