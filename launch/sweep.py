@@ -50,6 +50,7 @@ from opmask.train.events import (
 )
 from opmask.utils.exit_codes import run_command
 from opmask.utils.fs import atomic_write_bytes
+from opmask.utils.table import format_table
 
 from .executor import (
     LaunchError,
@@ -429,10 +430,10 @@ def table(rows: list[dict]) -> str:
     if not rows:
         return "(no points)"
     keys = list(rows[0])
-    widths = {k: max(len(k), *(len(str(r[k])) for r in rows)) for k in keys}
-    lines = ["  ".join(k.ljust(widths[k]) for k in keys)]
-    lines += ["  ".join(str(r[k]).ljust(widths[k]) for k in keys) for r in rows]
-    return "\n".join(lines)
+    widths = [max(len(k), *(len(str(r[k])) for r in rows)) + 2 for k in keys]
+    widths[-1] -= 2  # two spaces between columns, none after the last
+    cells = [[str(r[k]) for k in keys] for r in rows]
+    return format_table(keys, cells, widths, align="<" * len(keys))
 
 
 def cmd_status(args) -> int:

@@ -14,6 +14,8 @@ import subprocess
 import sys
 import time
 
+from ..utils.table import format_table
+
 MEMORY_FIELDS = {
     "Rss": "rss",
     "Pss": "pss",
@@ -323,12 +325,13 @@ def format_ranks(ranks: dict[int, dict]) -> str:
     difference (the data's cost: the index's pages, split between the ranks that map them, and
     each rank's batch buffers); the last lines compare the largest number with one rank, for the
     data and for the whole processes (which include torch and the interpreter, ~0.4 GB each)."""
-    lines = [f"{'ranks':>5}{'PSS base':>10}{'PSS after':>11}{'data PSS':>10}{'data anon':>11}"]
-    for n, r in sorted(ranks.items()):
-        b, a, d = r["base"], r["after"], r["data"]
-        lines.append(
-            f"{n:>5}{_mb(b['pss']):>10}{_mb(a['pss']):>11}{_mb(d['pss']):>10}{_mb(d['anon']):>11}"
-        )
+    rows = [
+        [n, *(_mb(v) for v in (r["base"]["pss"], r["after"]["pss"], r["data"]["pss"]))]
+        + [_mb(r["data"]["anon"])]
+        for n, r in sorted(ranks.items())
+    ]
+    header = ["ranks", "PSS base", "PSS after", "data PSS", "data anon"]
+    lines = format_table(header, rows, [5, 10, 11, 10, 11], align=">>>>>").split("\n")
     if len(ranks) > 1:
         n = max(ranks)
         data = ranks[n]["data"]["pss"] / ranks[1]["data"]["pss"]

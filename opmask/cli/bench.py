@@ -25,6 +25,7 @@ import torch
 
 from ..bench import speed
 from ..utils.exit_codes import run_command
+from ..utils.table import format_table
 from .flags import count
 from .parser import OneLineParser
 
@@ -65,9 +66,8 @@ def default_table(args, device: torch.device) -> None:
         f"inputs: {args.batch} images of {args.size}x{args.size}, 4 instances each; "
         f"median of {args.steps} steps"
     )
-    print(f"{'measurement':<56}{'seconds':>10}  ratio")
-    for name, secs, ratio in rows:
-        print(f"{name:<56}{secs:>10.3f}  {ratio}")
+    rows = [(name, secs, f"  {ratio}") for name, secs, ratio in rows]
+    print(format_table(["measurement", "seconds", "  ratio"], rows, [56, 10, 0], fmt=".3f"))
 
 
 def matrix(args, device: torch.device) -> None:

@@ -28,6 +28,7 @@ from ..utils.errors import OPMaskInputError
 from ..utils.exit_codes import run_command
 from ..utils.fs import atomic_write_bytes
 from ..utils.resources import config_dir
+from ..utils.table import format_table
 from .flags import old_names
 from .parser import OneLineParser
 
@@ -42,23 +43,19 @@ COLUMNS = (
 
 
 def comparison_table(results: dict[str, dict]) -> str:
-    head = f"{'model':<10}" + "".join(f"{name:>16}" for name, _ in COLUMNS)
-    rows = [head, "-" * len(head)]
-    for model, res in results.items():
-        rows.append(f"{model:<10}" + "".join(f"{res[task]['AP']:>16.2f}" for _, task in COLUMNS))
+    rows = [[model, *(res[task]["AP"] for _, task in COLUMNS)] for model, res in results.items()]
     if {"baseline", "opmask"} <= set(results):
-        gap = {t: results["opmask"][t]["AP"] - results["baseline"][t]["AP"] for _, t in COLUMNS}
-        rows.append(f"{'gain':<10}" + "".join(f"{gap[t]:>+16.2f}" for _, t in COLUMNS))
-    return "\n".join(rows)
+        gap = [results["opmask"][t]["AP"] - results["baseline"][t]["AP"] for _, t in COLUMNS]
+        rows.append(["gain", *(f"{g:+.2f}" for g in gap)])
+    header = ["model", *(name for name, _ in COLUMNS)]
+    return format_table(header, rows, [10] + [16] * len(COLUMNS), fmt=".2f", rule="-")
 
 
 def gt_box_table(diag: dict[str, dict]) -> str:
     """Mask IoU on GT boxes per model: the mask heads compared without detection errors."""
-    head = f"{'GT boxes':<10}{'strong mask IoU':>16}{'weak mask IoU':>16}"
-    rows = [head, "-" * len(head)]
-    for model, res in diag.items():
-        rows.append(f"{model:<10}{res['mask_iou_strong']:>16.3f}{res['mask_iou_weak']:>16.3f}")
-    return "\n".join(rows)
+    rows = [[m, r["mask_iou_strong"], r["mask_iou_weak"]] for m, r in diag.items()]
+    header = ["GT boxes", "strong mask IoU", "weak mask IoU"]
+    return format_table(header, rows, [10, 16, 16], fmt=".3f", rule="-")
 
 
 def _ensure_data(seed: int) -> None:

@@ -19,6 +19,7 @@ def format_table(
     fmt: str = "",
     missing: str = "-",
     align: str | None = None,
+    rule: str = "",
 ) -> str:
     """The header line and one line per row, joined by newlines (no trailing newline).
 
@@ -34,6 +35,7 @@ def format_table(
         missing: the text of a ``None`` cell.
         align: one ``"<"`` (left) or ``">"`` (right) per column; default: the first column left,
             the others right.
+        rule: a character repeated under the header, as long as the header line ("": none).
 
     Raises:
         ValueError: a row, ``widths`` or ``align`` does not have one entry per column.
@@ -51,4 +53,5 @@ def format_table(
         )
         return "".join(f"{t:{a}{w}}" for t, a, w in zip(texts, align, widths))
 
-    return "\n".join([line(header), *(line(r) for r in rows)])
+    head = line(header)
+    return "\n".join([head, *([rule * len(head)] if rule else []), *(line(r) for r in rows)])

@@ -72,3 +72,8 @@ def test_the_evaluation_tables_print_as_before():
         "OMP >= 0.5 IoU                   -   0.900\n"
         "classification accuracy        nan       -"
     )
+
+
+def test_a_rule_under_the_header_is_as_long_as_the_header():
+    text = format_table(["model", "AP"], [["x", 1.5]], [7, 6], fmt=".1f", rule="-")
+    assert text == "model      AP\n-------------\nx         1.5"
