@@ -1,2 +1,2 @@
-"""The lowest layer: file writes, process-group helpers, safe loading. Imports nothing else
-from ``opmask``."""
+"""The lowest layer: errors and exit codes, file writes, process-group helpers, logging set-up,
+safe loading, shipped files, text tables. Imports nothing else from ``opmask``."""
