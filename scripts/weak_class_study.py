@@ -35,8 +35,7 @@ import torch
 
 from opmask.cli.demo import MODELS, dataset_overrides, pretrain_backbone
 from opmask.config import load_config
-from opmask.data.build import load_datasets, strong_ids_from_cfg
-from opmask.data.mapper import DatasetMapper
+from opmask.data.build import build_gt_box_mapper, load_datasets, strong_ids_from_cfg
 from opmask.evaluation.gt_boxes import format_table, gt_box_diagnostics
 from opmask.modeling.mask_heads import CAMMaskHead
 from opmask.run import entry
@@ -161,13 +160,7 @@ class Probe:
     def __init__(self, cfg, val: list[dict], strong: set[int], every: int, out_path: str):
         self.cfg, self.val, self.strong, self.every = cfg, val, strong, every
         self.out_path, self.rows = out_path, []
-        self.mapper = DatasetMapper(
-            is_train=True,
-            min_sizes=[cfg.INPUT.MIN_SIZE_TEST],
-            max_size=cfg.INPUT.MAX_SIZE_TEST,
-            image_format=cfg.INPUT.FORMAT,
-            mask_format="bitmask",
-        )
+        self.mapper = build_gt_box_mapper(cfg)
 
     def __call__(self, it: int, model, batch: list[dict], losses: dict) -> None:
         if not (it == 0 or (it + 1) % self.every == 0 or it + 1 == self.cfg.SOLVER.MAX_ITER):

@@ -256,6 +256,18 @@ def build_test_mapper(cfg) -> DatasetMapper:
     )
 
 
+def build_gt_box_mapper(cfg) -> DatasetMapper:
+    """The GT-box diagnostic's mapper: the test resize, no augmentation, the instances kept with
+    (N, H, W) bit masks (``opmask.evaluation.gt_boxes``)."""
+    return DatasetMapper(
+        is_train=True,
+        min_sizes=[cfg.INPUT.MIN_SIZE_TEST],
+        max_size=cfg.INPUT.MAX_SIZE_TEST,
+        image_format=cfg.INPUT.FORMAT,
+        mask_format="bitmask",
+    )
+
+
 def build_test_loader(cfg, dicts: list[dict], *, rank: int = 0, world_size: int = 1) -> Loader:
     """Batch-1 loader over this rank's shard (images rank, rank + world, ...)."""
     mapper = build_test_mapper(cfg)

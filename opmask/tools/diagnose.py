@@ -6,9 +6,8 @@ import json
 import os
 
 from ..config import load_config
-from ..data.build import load_datasets, strong_ids_from_cfg
+from ..data.build import build_gt_box_mapper, load_datasets, strong_ids_from_cfg
 from ..data.coco import DatasetError
-from ..data.mapper import DatasetMapper
 from ..evaluation.gt_boxes import gt_box_diagnostics
 from ..run.claim import RunFolderError
 from ..run.folder import RunFolder
@@ -34,13 +33,7 @@ def diagnose_run(run_dir: str) -> tuple[dict[str, float], str]:
         )
     dicts, info = load_datasets(cfg.DATASETS.TEST[:1])
     model, path, _ = run.load_model(cfg)
-    mapper = DatasetMapper(
-        is_train=True,
-        min_sizes=[cfg.INPUT.MIN_SIZE_TEST],
-        max_size=cfg.INPUT.MAX_SIZE_TEST,
-        image_format=cfg.INPUT.FORMAT,
-        mask_format="bitmask",
-    )
+    mapper = build_gt_box_mapper(cfg)
     strong = set(info.labels(strong_ids_from_cfg(cfg, info)))
     res = gt_box_diagnostics(model, dicts, mapper, strong)
     out = run.gt_box_diagnostics(info.name)

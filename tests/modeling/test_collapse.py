@@ -13,8 +13,7 @@ import pytest
 import torch
 
 from opmask.config import load_config
-from opmask.data.build import load_datasets, strong_ids_from_cfg
-from opmask.data.mapper import DatasetMapper
+from opmask.data.build import build_gt_box_mapper, load_datasets, strong_ids_from_cfg
 from opmask.data.shapes import generate
 from opmask.evaluation.gt_boxes import gt_box_diagnostics
 from opmask.run.folder import RunFolder
@@ -53,13 +52,7 @@ def _train_briefly(cfg, run_dir: str):
 def _gt_box_predictions(model, cfg, dicts, strong) -> torch.Tensor:
     """Predicted labels (0 = background) of the box head on every GT box of ``dicts``, as the
     GT-box diagnostic (``opmask.evaluation.gt_boxes``) makes the box head see them."""
-    mapper = DatasetMapper(
-        is_train=True,
-        min_sizes=[cfg.INPUT.MIN_SIZE_TEST],
-        max_size=cfg.INPUT.MAX_SIZE_TEST,
-        image_format=cfg.INPUT.FORMAT,
-        mask_format="bitmask",
-    )
+    mapper = build_gt_box_mapper(cfg)
     preds = []
     hook = model.box_predictor.register_forward_hook(lambda m, i, o: preds.append(o[0].argmax(1)))
     try:
