@@ -9,7 +9,10 @@ import torch
 from opmask.cli.bench import main
 
 
+@pytest.mark.slow
 def test_data_table_compares_index_allocator_and_json_paths(capsys):
+    """Slow (about 20 s on 2 cores): each of the table's paths is measured in fresh Python
+    processes that import torch."""
     assert main(["--data", "--images", "12", "--workers", "1", "--data-batches", "3"]) == 0
     out = capsys.readouterr().out.splitlines()
     table = out[out.index(next(line for line in out if line.startswith("path"))) :]

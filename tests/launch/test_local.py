@@ -4,10 +4,15 @@ from __future__ import annotations
 
 import json
 
+import pytest
+
 from tests.launch.test_slurm import NO_VIS, _attempts, submit
 
 
+@pytest.mark.slow
 def test_local_executor_runs_the_job_to_completion(datasets_root, tmp_path):
+    """Slow (about 15 s on 2 cores): submitit's local executor starts the job as its own Python
+    process, which trains and evaluates a small run."""
     run = tmp_path / "run"
     proc = submit(
         ["--output", str(run), "--local"],
