@@ -21,7 +21,6 @@ import submitit
 
 from opmask.run.claim import RunFolderError, RunLock
 from opmask.run.folder import RunFolder
-from opmask.run.spawn import launch
 from opmask.train import preempt
 from opmask.utils import exit_codes
 
@@ -109,6 +108,7 @@ class TrainJob:
 
     def _train(self, run: RunFolder, deferred: _DeferredSignal, main: bool) -> dict:
         from opmask.run.entry import rank_main  # the model's imports: only inside the job
+        from opmask.run.spawn import launch
 
         code = launch(
             rank_main,

@@ -35,7 +35,8 @@ import torch
 
 from opmask.cli.demo import MODELS, dataset_overrides, pretrain_backbone
 from opmask.config import load_config
-from opmask.data.build import build_gt_box_mapper, load_datasets, strong_ids_from_cfg
+from opmask.data.build import build_gt_box_mapper
+from opmask.data.catalog import load_datasets, strong_ids_from_cfg
 from opmask.evaluation.gt_boxes import format_table, gt_box_diagnostics
 from opmask.modeling.mask_heads import CAMMaskHead
 from opmask.run import entry

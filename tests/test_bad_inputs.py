@@ -759,7 +759,7 @@ def test_bad_input(case: Case, tmp_path, datasets_root, monkeypatch):
 def test_valid_dataset_passes_validation(tmp_path, datasets_root, monkeypatch):
     """The control: the table's dataset, before mutation, loads (so each row fails for its own
     reason)."""
-    from opmask.data.build import load_datasets
+    from opmask.data.catalog import load_datasets
 
     spec = write_coco(tmp_path, _valid_coco())
     dicts, info = load_datasets([spec])

@@ -95,7 +95,8 @@ def run_path(
     import torch
 
     from ..config import get_cfg
-    from ..data.build import build_train_loader, load_datasets
+    from ..data.build import build_train_loader
+    from ..data.catalog import load_datasets
 
     torch.set_num_threads(1)
     cfg = get_cfg()

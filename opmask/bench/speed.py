@@ -167,7 +167,8 @@ def torchvision_step(batch, device, *, dtype=None):
 
 def data_and_eval(steps: int, eval_images: int) -> tuple[float, float, float]:
     """(data time per batch, train step time, eval seconds per image) on the shapes config."""
-    from ..data.build import build_test_loader, build_train_loader, load_datasets
+    from ..data.build import build_test_loader, build_train_loader
+    from ..data.catalog import load_datasets
     from ..evaluation.coco_eval import evaluate
 
     cfg = load_config(

@@ -8,7 +8,6 @@ import re
 import sys
 
 from ..run import entry
-from ..run.spawn import launch
 from ..utils import exit_codes
 from .flags import add_overrides, add_run_flags, count
 from .parser import OneLineParser
@@ -97,6 +96,8 @@ def _train(args: argparse.Namespace) -> int:
         machine_rank=args.machine_rank,
         local_procs=args.num_gpus,
     )
+    from ..run.spawn import launch  # torch: only once the inputs passed (a refusal is instant)
+
     try:
         code = launch(
             entry.rank_main,

@@ -545,10 +545,10 @@ def check_device(name: str, processes: int = 1) -> None:
         ConfigError: "cuda" without a CUDA GPU, "cuda:N" beyond the GPUs present, or more
             processes than GPUs.
     """
-    import torch
-
     if not name.startswith("cuda"):
         return
+    import torch
+
     count = torch.cuda.device_count() if torch.cuda.is_available() else 0
     if count == 0:
         raise ConfigError(f"MODEL.DEVICE {name}: no CUDA GPU on this machine (use cpu or auto)")

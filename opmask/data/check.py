@@ -30,12 +30,13 @@ from .coco import (
     _group_annotations,
     _read_json,
     index_of_ids,
+    is_polygon,
     name_leaves_root,
     polygon_outside,
     shown,
+    valid_polygons,
 )
 from .images import INTEGER_MODES, REFUSED_MODES, decode_reason, to_rgb8
-from .masks import is_polygon, valid_polygons
 
 FIRST_IDS = 5  # offending image ids shown per kind of problem
 

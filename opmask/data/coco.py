@@ -24,13 +24,21 @@ from dataclasses import dataclass, field
 from typing import Any, Iterable, Sequence
 
 from ..utils.errors import OPMaskInputError
-from .masks import is_polygon, valid_polygons
 
 logger = logging.getLogger(__name__)
 
 # A box may reach this far outside its image: BOX_SLACK_PX + BOX_SLACK_FRACTION * image side.
 BOX_SLACK_PX = 1.0
 BOX_SLACK_FRACTION = 0.05
+
+
+def is_polygon(segm: Any) -> bool:
+    return isinstance(segm, list)
+
+
+def valid_polygons(polygons: list) -> list:
+    """Polygons with at least 3 points (6 coordinates); others are degenerate."""
+    return [p for p in polygons if len(p) >= 6 and len(p) % 2 == 0]
 
 
 class DatasetError(OPMaskInputError):

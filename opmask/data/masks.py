@@ -9,14 +9,7 @@ import torch
 from pycocotools import mask as mask_util
 from torchvision.ops import roi_align
 
-
-def is_polygon(segm: Any) -> bool:
-    return isinstance(segm, list)
-
-
-def valid_polygons(polygons: list) -> list:
-    """Polygons with at least 3 points (6 coordinates); others are degenerate."""
-    return [p for p in polygons if len(p) >= 6 and len(p) % 2 == 0]
+from .coco import is_polygon
 
 
 def segm_to_mask(segm: Any, height: int, width: int) -> np.ndarray:

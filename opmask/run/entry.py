@@ -18,20 +18,16 @@ from fvcore.common.config import CfgNode
 
 from ..config import check_device, load_config
 from ..config.checks import check_world
-from ..data.build import check_datasets
-from ..modeling.weights import check_weights_file
+from ..data.catalog import check_datasets
 from ..train import preempt
-from ..train.loop import (
-    CheckpointedExit,
-    EvaluationStopped,
-    NonFiniteLossError,
-    evaluate_only,
-    train,
-)
 from ..utils import comm, exit_codes
 from ..utils.logs import setup_logging
 from .claim import RunLock, claim, run_folder, settle_config
 from .folder import RunFolder
+
+# The model, the loop and torch are imported where a rank starts (execute, _rank), not here:
+# everything before that (the checks, the run folder's claim) refuses bad input in well under a
+# second, and the launcher's commands never import them.
 
 logger = logging.getLogger("opmask.train")
 
@@ -80,6 +76,8 @@ def validate_inputs(
     if not data or (checked is not None and key in checked):
         return
     if cfg.MODEL.WEIGHTS:
+        from ..modeling.weights import check_weights_file
+
         check_weights_file(cfg.MODEL.WEIGHTS)
     check_datasets(cfg, eval_only=eval_only)
     if checked is not None:
@@ -137,6 +135,8 @@ def _training_began(run_dir: str) -> bool:
 
 def execute(cfg: CfgNode, run_dir: str, *, resume: bool, eval_only: bool) -> dict:
     """Train or evaluate in this process (one rank); returns the evaluation results."""
+    from ..train.loop import evaluate_only, train
+
     setup_logging(RunFolder(run_dir).log(comm.get_rank()))
     logger.info("Run folder: %s (rank %d of %d)", run_dir, comm.get_rank(), comm.get_world_size())
     if eval_only:
@@ -163,6 +163,8 @@ def train_in_process(
 
 
 def _rank(cfg_yaml: str, run_dir: str, resume: bool, eval_only: bool) -> int:
+    from ..train.loop import CheckpointedExit, EvaluationStopped, NonFiniteLossError
+
     cfg = CfgNode.load_cfg(cfg_yaml)
     cfg.freeze()
     try:

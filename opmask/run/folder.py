@@ -22,9 +22,16 @@ from __future__ import annotations
 
 import json
 import os
+from typing import TYPE_CHECKING
 
-from ..modeling import build_model
-from ..train.checkpoint import Checkpointer, CheckpointError, CheckpointNames, load_model_state
+from ..train.checkpoint_names import CheckpointNames
+
+if TYPE_CHECKING:
+    from ..train.checkpoint import Checkpointer
+
+# The model and the checkpoint files are imported where they are used, not here: the launcher's
+# commands and every refusal before training read the layout alone, without torch (seconds per
+# command).
 
 
 class RunFolder:
@@ -123,6 +130,8 @@ class RunFolder:
     # ------------------------------------------------------------------ checkpoints
     def checkpointer(self, max_to_keep: int = 0) -> Checkpointer:
         """The checkpointer of ``models/`` (``max_to_keep`` periodic files; 0: all)."""
+        from ..train.checkpoint import Checkpointer
+
         return Checkpointer(self.models, self.CHECKPOINTS, max_to_keep)
 
     def latest_checkpoint(self) -> tuple[str, dict] | None:
@@ -141,6 +150,9 @@ class RunFolder:
             CheckpointError: no valid checkpoint; CheckpointMismatchError: one that does not
                 match ``cfg`` (the first mismatched tensors and shapes named).
         """
+        from ..modeling import build_model
+        from ..train.checkpoint import CheckpointError, load_model_state
+
         found = self.latest_checkpoint()
         if found is None:
             raise CheckpointError(f"{self.models}: no valid checkpoint")

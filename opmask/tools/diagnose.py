@@ -6,7 +6,8 @@ import json
 import os
 
 from ..config import load_config
-from ..data.build import build_gt_box_mapper, load_datasets, strong_ids_from_cfg
+from ..data.build import build_gt_box_mapper
+from ..data.catalog import load_datasets, strong_ids_from_cfg
 from ..data.coco import DatasetError
 from ..evaluation.gt_boxes import gt_box_diagnostics
 from ..run.claim import RunFolderError

@@ -15,12 +15,8 @@ import numpy as np
 import torch
 
 from ..config import check_device, load_config
-from ..data.build import (
-    build_test_mapper,
-    check_num_classes,
-    load_datasets,
-    strong_ids_from_cfg,
-)
+from ..data.build import build_test_mapper
+from ..data.catalog import check_num_classes, load_datasets, strong_ids_from_cfg
 from ..data.coco import DatasetInfo
 from ..evaluation.coco_eval import infer, predictions_to_coco
 from ..modeling import build_model

@@ -16,13 +16,11 @@ wait for it. The copy costs one more checkpoint's size of CPU memory while the w
 from __future__ import annotations
 
 import copy as copy_module
-import dataclasses
 import hashlib
 import io
 import logging
 import os
 import random
-import re
 import threading
 
 import numpy as np
@@ -31,34 +29,11 @@ import torch
 from ..utils.errors import OPMaskInputError
 from ..utils.fs import atomic_write_bytes, durable_tmp, publish
 from ..utils.safeload import refusal_reason
+from .checkpoint_names import CheckpointNames  # noqa: F401  (the names it is given)
 
 logger = logging.getLogger(__name__)
 
 HASH_SUFFIX = ".sha256"  # a checkpoint file's SHA-256 lives in NAME + HASH_SUFFIX beside it
-
-
-@dataclasses.dataclass(frozen=True)
-class CheckpointNames:
-    """The file names in a checkpoint folder. ``periodic``: a ``str.format`` pattern of the
-    iteration (e.g. ``model_{:07d}.pth``); ``final``: the checkpoint at the end of training;
-    ``pointer``: the file that names the newest checkpoint."""
-
-    periodic: str
-    final: str
-    pointer: str
-
-    def periodic_name(self, iteration: int) -> str:
-        return self.periodic.format(iteration)
-
-    def iteration_of(self, name: str) -> int | None:
-        """The iteration in a periodic checkpoint's name (``model_0000123.pth`` -> 123), else
-        None (the final checkpoint, or any other file)."""
-        head, _, tail = self.periodic.partition("{")
-        tail = tail.partition("}")[2]
-        m = re.fullmatch(re.escape(head) + r"(\d+)" + re.escape(tail), name)
-        if m is None or self.periodic_name(int(m.group(1))) != name:
-            return None
-        return int(m.group(1))
 
 
 class CheckpointError(OPMaskInputError, RuntimeError):

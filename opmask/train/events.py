@@ -18,13 +18,14 @@ import logging
 import os
 import statistics
 from collections import deque
-from typing import Iterable
-
-import torch
+from typing import TYPE_CHECKING, Iterable
 
 from ..config import ConfigError
 from ..config.checks import lookup
 from ..utils.fs import atomic_write_bytes
+
+if TYPE_CHECKING:
+    import torch
 
 logger = logging.getLogger("opmask.train")
 

@@ -14,14 +14,8 @@ import numpy as np
 import torch
 from torch.nn.parallel import DistributedDataParallel
 
-from ..data.build import (
-    build_test_loader,
-    build_test_mapper,
-    build_train_loader,
-    check_num_classes,
-    load_datasets,
-    strong_ids_from_cfg,
-)
+from ..data.build import build_test_loader, build_test_mapper, build_train_loader
+from ..data.catalog import check_num_classes, load_datasets, strong_ids_from_cfg
 from ..data.coco import DatasetError, DatasetInfo
 from ..evaluation.coco_eval import evaluate
 from ..modeling import build_model

@@ -1,25 +1,38 @@
-"""Process-group helpers that also work in a single process (world size 1)."""
+"""Process-group helpers that also work in a single process (world size 1).
+
+The queries (rank, world size, main process) do not import torch: a process group can only exist
+once ``torch.distributed`` was imported, so until then they answer for one process. That keeps
+the checks before training (``opmask.run.entry.prepare``) and the launcher free of torch.
+"""
 
 from __future__ import annotations
 
 import os
+import sys
+from typing import TYPE_CHECKING
 
-import torch
-import torch.distributed as dist
+if TYPE_CHECKING:
+    import torch
+
+
+def _dist():
+    """``torch.distributed`` if it was imported (else no process group can exist), or None."""
+    return sys.modules.get("torch.distributed")
 
 
 def is_dist() -> bool:
-    return dist.is_available() and dist.is_initialized()
+    dist = _dist()
+    return dist is not None and dist.is_available() and dist.is_initialized()
 
 
 def get_rank() -> int:
     """This process's rank; before the process group exists, the launcher's ``RANK`` (torchrun,
     srun), so that only rank 0 writes the run folder's files."""
-    return dist.get_rank() if is_dist() else int(os.environ.get("RANK", 0))
+    return _dist().get_rank() if is_dist() else int(os.environ.get("RANK", 0))
 
 
 def get_world_size() -> int:
-    return dist.get_world_size() if is_dist() else 1
+    return _dist().get_world_size() if is_dist() else 1
 
 
 def is_main_process() -> bool:
@@ -28,12 +41,12 @@ def is_main_process() -> bool:
 
 def barrier() -> None:
     if is_dist() and get_world_size() > 1:
-        dist.barrier()
+        _dist().barrier()
 
 
 def describe(device: torch.device) -> str:
     """E.g. "world size 8, backend nccl, device cuda:3" for the log."""
-    backend = dist.get_backend() if is_dist() else "none"
+    backend = _dist().get_backend() if is_dist() else "none"
     return f"world size {get_world_size()}, backend {backend}, device {device}"
 
 
@@ -46,12 +59,14 @@ def step_sync(losses: dict[str, torch.Tensor], stop: bool) -> tuple[bool, bool, 
     Returns:
         (any rank's loss is non-finite, any rank asked to stop, losses averaged over ranks)
     """
+    import torch
+
     keys = sorted(losses)
     values = torch.stack([losses[k].detach().reshape(()).double() for k in keys])  # (L,)
     bad = (~torch.isfinite(values)).any().double().reshape(1)
     vec = torch.cat([bad, values.new_full((1,), float(stop)), values])  # (2 + L,)
     if get_world_size() > 1:
-        dist.all_reduce(vec)
+        _dist().all_reduce(vec)
     out = vec.tolist()  # the single sync
     n = get_world_size()
     return out[0] > 0, out[1] > 0, {k: v / n for k, v in zip(keys, out[2:])}
@@ -63,7 +78,7 @@ def gather_objects(obj, dst: int = 0) -> list:
     if get_world_size() == 1:
         return [obj]
     out = [None] * get_world_size() if get_rank() == dst else None
-    dist.gather_object(obj, out, dst=dst)
+    _dist().gather_object(obj, out, dst=dst)
     return out or []
 
 
@@ -72,5 +87,5 @@ def all_gather_objects(obj) -> list:
     if get_world_size() == 1:
         return [obj]
     out = [None] * get_world_size()
-    dist.all_gather_object(out, obj)
+    _dist().all_gather_object(out, obj)
     return out

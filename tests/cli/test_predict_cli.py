@@ -12,7 +12,8 @@ from PIL import Image
 from pycocotools.coco import COCO
 
 from opmask.cli.predict import main
-from opmask.data.build import build_test_loader, load_datasets, strong_ids_from_cfg
+from opmask.data.build import build_test_loader
+from opmask.data.catalog import load_datasets, strong_ids_from_cfg
 from opmask.evaluation.coco_eval import evaluate, evaluate_results
 from opmask.tools.predict import Predictor
 from opmask.tools.predict_files import RESULTS, GroundTruth, read_rgb

@@ -109,7 +109,8 @@ def test_tensorboard_shows_the_predictions_on_the_same_images_at_each_evaluation
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
     from opmask.config import load_config
-    from opmask.data.build import build_test_mapper, load_datasets, strong_ids_from_cfg
+    from opmask.data.build import build_test_mapper
+    from opmask.data.catalog import load_datasets, strong_ids_from_cfg
     from opmask.run.folder import RunFolder
     from opmask.train.vis import prediction_overlays
 

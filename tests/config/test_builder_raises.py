@@ -42,6 +42,7 @@ BUILDERS = sorted(
     + [
         "opmask/train/solver.py",
         "opmask/data/build.py",
+        "opmask/data/catalog.py",
         "opmask/data/mapper.py",
         "opmask/evaluation/coco_eval.py",
     ]
@@ -143,6 +144,10 @@ RAISES: dict[str, dict[str, Refused | InputError | Internal]] = {  # file -> rai
     "opmask/data/build.py": {
         "MapDataset.__getitem__::DatasetError: {}": _IMAGE_READ,
         "Loader.__iter__::DatasetError: {}": _IMAGE_READ,  # a worker's, raised in the main process
+    },
+    "opmask/data/catalog.py": {
+        "resolve::DatasetError: unknown dataset {}: use": _DATA_CHECK,
+        "load_dataset::DatasetError: dataset {}: annotation file": _DATA_CHECK,
         "load_datasets::DatasetError: no dataset given (DATASETS.TRAIN": _DATA_CHECK,
         "load_datasets::DatasetError: dataset {} has other": _DATA_CHECK,
         "check_num_classes::DatasetError: MODEL.ROI_HEADS.NUM_CLASSES is {} but": _DATA_CHECK,

@@ -11,7 +11,7 @@ import json
 import numpy as np
 from PIL import Image
 
-from opmask.data.build import _with_instances
+from opmask.data.catalog import with_instances
 from opmask.data.coco import load_coco_json
 from opmask.data.index import open_index
 from opmask.data.mapper import DatasetMapper
@@ -50,7 +50,7 @@ def test_image_with_only_a_zero_size_box_is_kept(tmp_path):
     assert [len(d["annotations"]) for d in dicts] == [1, 1, 0, 0]
     assert dicts[0]["annotations"][0]["bbox"] == [4.0, 4.0, 4.0, 14.0]
     idx, _ = open_index(json_file, root, "x", str(tmp_path / "cache"))
-    for kept in (_with_instances(dicts), _with_instances(idx)):  # FILTER_EMPTY_ANNOTATIONS
+    for kept in (with_instances(dicts), with_instances(idx)):  # FILTER_EMPTY_ANNOTATIONS
         assert [d["image_id"] for d in kept] == [1, 2]
     mapper = DatasetMapper(is_train=True, min_sizes=[64], max_size=200)
     background = mapper(idx[0])["instances"]

@@ -14,7 +14,8 @@ import time
 import numpy as np
 import pytest
 
-from opmask.data.build import MapDataset, load_datasets
+from opmask.data.build import MapDataset
+from opmask.data.catalog import load_datasets
 from opmask.data.coco import DatasetError, load_coco_json
 from opmask.data.cocolike import write_coco_like
 from opmask.data.index import _aligned, cache_path, file_lock, json_key, open_index, read_index

@@ -6,7 +6,8 @@ from __future__ import annotations
 import pytest
 
 from opmask.config import load_config
-from opmask.data.build import build_test_loader, build_train_loader, load_datasets
+from opmask.data.build import build_test_loader, build_train_loader
+from opmask.data.catalog import load_datasets
 from opmask.data.coco import DatasetError
 from opmask.data.shapes import generate
 from tests.conftest import SHAPES_OPMASK, TINY, run_cli

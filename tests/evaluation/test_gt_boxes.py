@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from opmask.config import load_config
-from opmask.data.build import load_datasets
+from opmask.data.catalog import load_datasets
 from opmask.data.mapper import DatasetMapper
 from opmask.evaluation.gt_boxes import gt_box_diagnostics, mask_iou
 from opmask.modeling import build_model

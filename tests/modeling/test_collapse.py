@@ -13,7 +13,8 @@ import pytest
 import torch
 
 from opmask.config import load_config
-from opmask.data.build import build_gt_box_mapper, load_datasets, strong_ids_from_cfg
+from opmask.data.build import build_gt_box_mapper
+from opmask.data.catalog import load_datasets, strong_ids_from_cfg
 from opmask.data.shapes import generate
 from opmask.evaluation.gt_boxes import gt_box_diagnostics
 from opmask.run.folder import RunFolder

@@ -16,7 +16,8 @@ import pytest
 import torch
 
 from opmask.config import load_config
-from opmask.data.build import build_train_loader, load_datasets
+from opmask.data.build import build_train_loader
+from opmask.data.catalog import load_datasets
 from opmask.run.claim import RunFolderError, claim
 from opmask.run.folder import RunFolder
 from opmask.run.spawn import launch

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from opmask.config import load_config
-from opmask.data.build import load_datasets, strong_ids_from_cfg
+from opmask.data.catalog import load_datasets, strong_ids_from_cfg
 from opmask.run.folder import RunFolder
 from opmask.train.loop import train
 

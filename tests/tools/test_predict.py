@@ -12,7 +12,8 @@ from PIL import Image
 from pycocotools import mask as mask_utils
 
 from opmask.config import load_config
-from opmask.data.build import build_test_loader, load_datasets
+from opmask.data.build import build_test_loader
+from opmask.data.catalog import load_datasets
 from opmask.evaluation.coco_eval import run_inference
 from opmask.modeling import build_model
 from opmask.modeling.weights import detectron2_file

@@ -9,7 +9,8 @@ import sys
 import pytest
 
 from opmask.config import get_cfg
-from opmask.data.build import build_test_loader, build_train_loader, load_datasets
+from opmask.data.build import build_test_loader, build_train_loader
+from opmask.data.catalog import load_datasets
 from opmask.data.cocolike import write_coco_like
 from opmask.utils.malloc import fix_mmap_threshold
 
