@@ -46,19 +46,25 @@ def slurm():
 
 def jobs_submitted_from(folder) -> list[str]:
     """Ids of every job (running or ended) whose working folder is under ``folder``: what one
-    test submitted, whatever other tests run on the shared cluster at the same time."""
-    out = subprocess.run(
+    test submitted, whatever other tests run on the shared cluster at the same time. squeue
+    answers from the controller at once; sacct holds the ended jobs, but learns of a new job
+    only when the controller's record reaches slurmdbd (a moment later): both are asked."""
+    queued = subprocess.run(
+        ["squeue", "-h", "-a", "-t", "all", "-o", "%i|%Z"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    ended = subprocess.run(
         ["sacct", "-n", "-P", "-X", "-a", "-S", "now-1days", "-o", "JobID,WorkDir"],
         capture_output=True,
         text=True,
         check=True,
     ).stdout
     root = str(folder)
-    return [
-        jid
-        for jid, _, work in (line.partition("|") for line in out.splitlines() if line)
-        if work == root or work.startswith(root + os.sep)
-    ]
+    rows = (line.partition("|") for line in (queued + ended).splitlines() if line)
+    found = {jid for jid, _, work in rows if work == root or work.startswith(root + os.sep)}
+    return sorted(found)
 
 
 def sacct(job_id: str) -> list[str]:
