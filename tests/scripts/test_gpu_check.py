@@ -18,7 +18,10 @@ STEPS = {
         "- PASS — SIGUSR1 -> checkpoint -> resume",
         ["stopped with exit 75", "max relative total-loss difference 0.00e+00"],  # bitwise
     ),
-    "process_group": ("- PASS — gloo at world size 1 with SyncBN", ["log names backend gloo: True"]),
+    "process_group": (
+        "- PASS — gloo at world size 1 with SyncBN",
+        ["log names backend gloo: True"],
+    ),
     "matrix": (
         "- PASS — matrix",
         [f"| {model} | fp32 |" for model in ("baseline", "opmask", "torchvision")],
@@ -54,7 +57,9 @@ def test_gpu_check_cpu_form(tmp_path, step):
     assert proc.returncode == 0, text + proc.stderr[-2000:]
     assert "**all checks passed**" in text
     verdict, holds = STEPS[step]
-    verdicts = [ln for ln in text.splitlines() if ln.startswith("- PASS") or ln.startswith("- FAIL")]
+    verdicts = [
+        ln for ln in text.splitlines() if ln.startswith("- PASS") or ln.startswith("- FAIL")
+    ]
     assert len(verdicts) == 1 and verdicts[0].startswith(verdict), text
     for part in holds:
         assert part in text, (part, text)
