@@ -12,6 +12,9 @@ PY=${PYTHON:-python3}
 # Parallel workers: the SLURM scenarios mostly wait for their jobs, so more workers than cores
 # keep both cores busy; each worker runs torch on one thread (tests/conftest.py).
 WORKERS=${OPMASK_TEST_WORKERS:-4}
+# Byte-compile the project once: where the environment sets PYTHONDONTWRITEBYTECODE (CI
+# sandboxes do), every process a test starts would otherwise compile it again.
+"$PY" -m compileall -q -j 0 opmask launch scripts tests >/dev/null
 if [ "${1:-}" = "--quick" ]; then
   shift
   exec "$PY" -m pytest -q -n "${OPMASK_TEST_WORKERS:-2}" --dist worksteal \
