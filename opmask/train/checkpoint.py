@@ -29,7 +29,7 @@ import torch
 from ..utils.errors import OPMaskInputError
 from ..utils.fs import atomic_write_bytes, durable_tmp, publish
 from ..utils.safeload import refusal_reason
-from .checkpoint_names import CheckpointNames  # noqa: F401  (the names it is given)
+from .checkpoint_names import CheckpointNames
 
 logger = logging.getLogger(__name__)
 
