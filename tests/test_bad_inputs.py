@@ -36,7 +36,7 @@ import pytest
 import torch
 from PIL import Image
 
-from opmask.data.masks import mask_to_rle
+from opmask.data.coco import mask_to_rle
 from tests.conftest import SHAPES_BASELINE, SHAPES_OPMASK, TINY
 
 COMMANDS = {  # console script -> module with main(argv)

@@ -1,6 +1,6 @@
-"""The launcher's commands and every refusal before training do not import torch (with
-torchvision, about 3.5 s of CPU per command on a 2-core machine): `opmask-sweep status` on a login
-node, `opmask-submit --dry-run` and a mistyped key answer in well under a second."""
+"""The launcher's commands, `opmask-data shapes` and every refusal before training do not import
+torch (with torchvision, about 4.5 s of CPU per command on a 2-core machine): `opmask-sweep status`
+on a login node, `opmask-submit --dry-run` and a mistyped key answer in well under a second."""
 
 from __future__ import annotations
 
@@ -74,3 +74,13 @@ def test_a_run_folders_layout_and_records_read_without_torch(tmp_path):
     )
     assert "READ 9 [{'iteration': 0, 'total_loss': 1.5}]" in out, out
     assert line == "TORCH False False", out
+
+
+def test_opmask_data_generates_shapes_without_torch(tmp_path):
+    line, out = _probe(
+        "from opmask.cli.data import main\n"
+        "main(['shapes', '--num-train', '2', '--num-val', '1', '--output', 'ds'])",
+        tmp_path,
+    )
+    assert line == "TORCH False False", out
+    assert len(list((tmp_path / "ds" / "train" / "images").glob("*.png"))) == 2, out

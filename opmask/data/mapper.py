@@ -8,9 +8,9 @@ import numpy as np
 import torch
 from PIL import Image
 
-from .coco import DatasetError, is_polygon, label_of_index, shown
+from .coco import DatasetError, is_polygon, label_of_index, segm_to_mask, shown
 from .images import read_image
-from .masks import InstanceMasks, segm_to_mask, transform_polygons
+from .masks import InstanceMasks, transform_polygons
 
 
 def shortest_edge_size(h: int, w: int, short: int, max_size: int) -> tuple[int, int]:

@@ -1,41 +1,14 @@
-"""COCO segmentations (polygons, RLE) to bit masks through pycocotools, and per-RoI mask targets."""
+"""Instance masks as tensors: polygons transformed with their image, rasterised or cropped per RoI
+into mask targets (COCO segmentations to bit masks and back: ``coco.py``)."""
 
 from __future__ import annotations
-
-from typing import Any
 
 import numpy as np
 import torch
 from pycocotools import mask as mask_util
 from torchvision.ops import roi_align
 
-from .coco import is_polygon
-
-
-def segm_to_mask(segm: Any, height: int, width: int) -> np.ndarray:
-    """One annotation's segmentation as a (H, W) uint8 mask.
-
-    Accepts a list of polygons, an uncompressed RLE (``counts`` a list) or a compressed RLE.
-    """
-    if is_polygon(segm):
-        rles = mask_util.frPyObjects([list(map(float, p)) for p in segm], height, width)
-        rle = mask_util.merge(rles)
-    elif isinstance(segm, dict) and isinstance(segm.get("counts"), list):
-        rle = mask_util.frPyObjects(segm, height, width)
-    elif isinstance(segm, dict) and "counts" in segm:
-        rle = dict(segm)
-        if isinstance(rle["counts"], str):
-            rle["counts"] = rle["counts"].encode("ascii")
-    else:
-        raise ValueError(f"unsupported segmentation of type {type(segm).__name__}")
-    return mask_util.decode(rle).astype(np.uint8)
-
-
-def mask_to_rle(mask: np.ndarray) -> dict:
-    """A (H, W) binary mask as a JSON-ready compressed RLE."""
-    rle = mask_util.encode(np.asfortranarray(mask.astype(np.uint8)))
-    rle["counts"] = rle["counts"].decode("ascii")
-    return rle
+from .coco import segm_to_mask
 
 
 def transform_polygons(polygons: list, scale_x: float, scale_y: float, flip_width: float | None):

@@ -33,7 +33,7 @@ import tempfile
 import numpy as np
 from PIL import Image, ImageDraw
 
-from .masks import mask_to_rle, segm_to_mask
+from .coco import mask_to_rle, segm_to_mask
 
 CLASSES = ["circle", "square", "triangle", "star", "hexagon", "cross", "crescent", "ring"]
 STRONG = ["circle", "square", "star", "ring"]  # masks given; the others are box-only

@@ -17,7 +17,7 @@ import torch
 from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 
-from ..data.masks import mask_to_rle
+from ..data.coco import mask_to_rle
 from ..utils import comm
 from ..utils.fs import atomic_write_bytes
 from ..utils.table import format_table as _format_table

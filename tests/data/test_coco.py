@@ -7,8 +7,7 @@ from pycocotools import mask as mask_util
 from pycocotools.coco import COCO
 
 from opmask.data.catalog import load_dataset, resolve
-from opmask.data.coco import DatasetError, load_coco_json
-from opmask.data.masks import mask_to_rle, segm_to_mask
+from opmask.data.coco import DatasetError, load_coco_json, mask_to_rle, segm_to_mask
 
 
 def _write(tmp_path, images, annotations, categories=None, name="ann.json"):

@@ -5,8 +5,9 @@ import torch
 from PIL import Image
 
 from opmask.data.catalog import load_dataset
+from opmask.data.coco import mask_to_rle
 from opmask.data.mapper import DatasetMapper, shortest_edge_size
-from opmask.data.masks import InstanceMasks, mask_to_rle
+from opmask.data.masks import InstanceMasks
 from opmask.data.samplers import TrainingBatchSampler
 
 

@@ -7,7 +7,7 @@ import pytest
 from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 
-from opmask.data.masks import mask_to_rle
+from opmask.data.coco import mask_to_rle
 from opmask.evaluation.coco_eval import evaluate_results, format_table
 
 
