@@ -189,9 +189,12 @@ def shapes_env(datasets_root, monkeypatch):
 
 
 def run_cli(args: list[str], env_root: str, cwd: str, timeout: int = 600):
-    """Run a console entry point in a fresh interpreter (to see exit code and stderr)."""
+    """Run a console entry point in a process of its own (to see exit code and stderr), forked
+    from a warm interpreter (``tests/warm.py``)."""
+    from tests import warm
+
     env = dict(os.environ, OPMASK_DATASETS=env_root, PYTHONUNBUFFERED="1")
-    return subprocess.run(
+    return warm.run(
         [sys.executable, "-m", *args],
         cwd=cwd,
         env=env,

@@ -20,6 +20,7 @@ from opmask.utils import exit_codes
 from opmask.utils.errors import OPMaskInputError
 from opmask.utils.exit_codes import run_command
 from opmask.utils.safeload import WeightsFileError
+from tests import warm
 from tests.conftest import REPO, SHAPES_OPMASK, TINY
 
 INPUT_ERRORS = [
@@ -105,7 +106,7 @@ def test_value_error_inside_the_model_is_a_bug(tmp_path, datasets_root):
     run = tmp_path / "run"
     env = dict(os.environ, OPMASK_DATASETS=datasets_root, PYTHONUNBUFFERED="1")
     env["PYTHONPATH"] = REPO + os.pathsep + env.get("PYTHONPATH", "")
-    proc = subprocess.run(
+    proc = warm.run(
         [sys.executable, "-c", FAULTY_MODEL]
         + ["--config-file", SHAPES_OPMASK, "--output", str(run), *TINY],
         cwd=tmp_path,

@@ -19,6 +19,7 @@ from opmask.config import load_config
 from opmask.run.claim import LOCK_NAME, _holder_alive, claim, describe_holder
 from opmask.run.folder import RunFolder
 from opmask.train.checkpoint import load_verified
+from tests import warm
 from tests.conftest import SHAPES_OPMASK, TINY
 from tests.run.test_distributed import NO_EVAL
 
@@ -41,7 +42,7 @@ def _cli(run, *flags, opts=()):
 
 def _run(args, root, cwd, timeout=300):
     env = dict(os.environ, OPMASK_DATASETS=root, PYTHONUNBUFFERED="1")
-    return subprocess.run(args, env=env, cwd=cwd, capture_output=True, text=True, timeout=timeout)
+    return warm.run(args, env=env, cwd=cwd, capture_output=True, text=True, timeout=timeout)
 
 
 def _snapshot(folder) -> dict:
@@ -161,9 +162,7 @@ def test_second_process_fails_at_once_then_kill_9_is_taken_over(datasets_root, t
     run = tmp_path / "run"
     opts = ["SOLVER.MAX_ITER", "100000", "SOLVER.CHECKPOINT_PERIOD", "1", "SOLVER.MAX_TO_KEEP", "2"]
     env = dict(os.environ, OPMASK_DATASETS=datasets_root, PYTHONUNBUFFERED="1")
-    holder = subprocess.Popen(
-        _cli(run, opts=opts), env=env, cwd=str(tmp_path), stdout=subprocess.DEVNULL
-    )
+    holder = warm.Popen(_cli(run, opts=opts), env=env, cwd=str(tmp_path), stdout=subprocess.DEVNULL)
     try:
         deadline = time.time() + 180
         while not list((run / "models").glob("model_*.pth")):

@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import subprocess
 import sys
 import time
 
@@ -20,6 +19,7 @@ from opmask.run.spawn import outcome
 from opmask.train import preempt
 from opmask.train.checkpoint import load_verified
 from opmask.utils import exit_codes
+from tests import warm
 from tests.conftest import SHAPES_OPMASK, TINY
 
 NO_EVAL = ["DATASETS.TEST", "()", "VIS_PERIOD", "0"]
@@ -111,8 +111,9 @@ def test_a_killed_rank_is_named_and_lost_peers_alone_are_a_bug(capsys):
 
 
 # ---------------------------------------------------------------- opmask-train
-# Each test below runs opmask-train in fresh interpreters (one or two starts, one or three
-# processes each): tens of seconds on 2 cores, hence `slow`.
+# Each test below runs opmask-train in processes of its own (one or two starts, one or three
+# processes each; the command forked from a warm interpreter, its ranks spawned fresh): tens of
+# seconds on 2 cores, hence `slow`.
 def _cmd(run, *flags, opts=(), script=None):
     head = [sys.executable, "-c", script] if script else [sys.executable, "-m", "opmask.cli.train"]
     return [
@@ -137,9 +138,7 @@ def _start(cmd, root, tmp_path):
     env["OPMASK_TEST_MARKER"] = str(tmp_path / "marker")
     out = open(tmp_path / "stdout.txt", "w")
     err = open(tmp_path / "stderr.txt", "w")
-    proc = subprocess.Popen(
-        cmd, env=env, cwd=tmp_path, stdout=out, stderr=err, start_new_session=True
-    )
+    proc = warm.Popen(cmd, env=env, cwd=tmp_path, stdout=out, stderr=err, start_new_session=True)
     out.close(), err.close()
     return proc
 
@@ -168,7 +167,7 @@ def _wait(predicate, proc, what, timeout=120):
 
 def _resume(run, root, tmp_path, *flags, opts=()):
     env = dict(os.environ, OPMASK_DATASETS=root, PYTHONUNBUFFERED="1")
-    return subprocess.run(
+    return warm.run(
         _cmd(run, "--resume", *flags, opts=opts),
         env=env,
         cwd=tmp_path,

@@ -18,6 +18,7 @@ from opmask.modeling import build_model
 from opmask.run.folder import RunFolder
 from opmask.train.checkpoint import Checkpointer, CheckpointError, cpu_snapshot
 from opmask.train.solver import build_lr_scheduler, build_optimizer
+from tests import warm
 from tests.conftest import REPO, SHAPES_OPMASK, TINY
 
 
@@ -98,7 +99,7 @@ CHILD = textwrap.dedent(
 @pytest.mark.parametrize("moment", ["serialising", "writing"])
 def test_kill_9_during_an_async_write_leaves_the_previous_checkpoint(tmp_path, moment):
     folder = tmp_path / "models"
-    child = subprocess.Popen(
+    child = warm.Popen(
         [sys.executable, "-c", CHILD, str(folder)],
         stdout=subprocess.PIPE,
         text=True,

@@ -19,6 +19,7 @@ from opmask.run.folder import RunFolder
 from opmask.run.spawn import launch
 from opmask.train.checkpoint import Checkpointer, CheckpointError, load_verified
 from opmask.train.loop import train
+from tests import warm
 from tests.conftest import REPO, SHAPES_OPMASK, TINY
 from tests.run.test_distributed import NO_EVAL
 
@@ -270,7 +271,7 @@ def test_kill_9_at_random_moments_then_resume(datasets_root, tmp_path):
     are lost (the newest write runs in the background); the final resume leaves metrics.json
     with no duplicate and no missing step."""
     script = os.path.join(REPO, "scripts", "kill_stress.py")
-    proc = subprocess.run(
+    proc = warm.run(
         [sys.executable, script, "--trials", "10", "--out", str(tmp_path)],
         env=_env(datasets_root),
         capture_output=True,
@@ -286,7 +287,7 @@ def test_kill_9_at_random_moments_then_resume(datasets_root, tmp_path):
 def test_signal_requests_checkpoint_at_next_step(datasets_root, tmp_path, procs):
     run = tmp_path / "run"
     extra = ["--num-gpus", "2"] if procs == 2 else []
-    proc = subprocess.Popen(
+    proc = warm.Popen(
         _cli(run, *extra, max_iter=10000) + ["SOLVER.CHECKPOINT_PERIOD", "100000"],
         env=_env(datasets_root),
         cwd=str(tmp_path),
@@ -319,7 +320,7 @@ def test_signal_requests_checkpoint_at_next_step(datasets_root, tmp_path, procs)
 @pytest.mark.slow
 def test_incompatible_resume_is_refused_naming_keys(datasets_root, tmp_path):
     run = tmp_path / "run"
-    ok = subprocess.run(
+    ok = warm.run(
         _cli(run, max_iter=2),
         env=_env(datasets_root),
         cwd=str(tmp_path),
@@ -328,7 +329,7 @@ def test_incompatible_resume_is_refused_naming_keys(datasets_root, tmp_path):
         timeout=300,
     )
     assert ok.returncode == 0, ok.stderr[-2000:]
-    bad = subprocess.run(
+    bad = warm.run(
         _cli(run, "--resume", max_iter=4)
         + ["MODEL.ROI_MASK_HEAD.NUM_CONV", "3", "SOLVER.BASE_LR", "0.5"],
         env=_env(datasets_root),
@@ -339,7 +340,7 @@ def test_incompatible_resume_is_refused_naming_keys(datasets_root, tmp_path):
     )
     assert bad.returncode == 1
     assert "MODEL.ROI_MASK_HEAD.NUM_CONV" in bad.stderr and "SOLVER.BASE_LR" in bad.stderr
-    fine = subprocess.run(
+    fine = warm.run(
         _cli(run, "--resume", max_iter=4),
         env=_env(datasets_root),
         cwd=str(tmp_path),
