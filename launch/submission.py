@@ -93,7 +93,8 @@ def check_evaluable(
     missing folder's path came from."""
     if not os.path.isdir(run_dir):
         raise RunFolderError(f"--eval-only: {what}no run folder {run_dir} to evaluate ({hint})")
-    if not RunFolder(run_dir).checkpointer().candidates():
+    folder = RunFolder(run_dir)
+    if not folder.CHECKPOINTS.candidates(folder.models):
         raise RunFolderError(f"--eval-only: {what}no checkpoint in {run_dir}/models to evaluate")
 
 

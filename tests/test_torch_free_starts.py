@@ -69,10 +69,24 @@ def test_a_run_folders_layout_and_records_read_without_torch(tmp_path):
     line, out = _probe(
         "from opmask.run.folder import RunFolder\n"
         "r = RunFolder('run')\n"
-        "print('READ', r.CHECKPOINTS.iteration_of('model_0000009.pth'), r.read_metrics())",
+        "print('READ', r.last_iteration(), r.read_metrics())",
         tmp_path,
     )
     assert "READ 9 [{'iteration': 0, 'total_loss': 1.5}]" in out, out
+    assert line == "TORCH False False", out
+
+
+def test_submitting_an_evaluation_checks_the_checkpoints_without_torch(tmp_path):
+    (tmp_path / "run" / "models").mkdir(parents=True)
+    (tmp_path / "empty" / "models").mkdir(parents=True)
+    (tmp_path / "run" / "models" / "model_final.pth").write_bytes(b"not read here")
+    line, out = _probe(
+        "from opmask_launch.submission import check_evaluable\n"
+        "check_evaluable('run')\n"
+        "try:\n    check_evaluable('empty')\nexcept Exception as e:\n    print('REFUSED', e)",
+        tmp_path,
+    )
+    assert "REFUSED --eval-only: no checkpoint in empty/models to evaluate" in out, out
     assert line == "TORCH False False", out
 
 

@@ -164,7 +164,7 @@ class RunFolder:
     def last_iteration(self) -> int | None:
         """Iteration of the checkpoint ``last_checkpoint`` names, when it is a periodic one
         (``model_0000123.pth`` -> 123); None for ``model_final.pth`` or no checkpoint."""
-        name = self.checkpointer().last_name()
+        name = self.CHECKPOINTS.pointed(self.models)
         return None if name is None else self.CHECKPOINTS.iteration_of(name)
 
     # ------------------------------------------------------------------ records

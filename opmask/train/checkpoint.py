@@ -195,25 +195,11 @@ class Checkpointer:
 
     def last_name(self) -> str | None:
         """The file the pointer names (e.g. ``model_0000099.pth``), or None."""
-        last = self.path(self.names.pointer)
-        if not os.path.isfile(last):
-            return None
-        with open(last, encoding="utf-8") as f:
-            return f.read().strip()
+        return self.names.pointed(self.folder)
 
     def candidates(self) -> list[str]:
-        """Checkpoint files (``*.pth``), newest first: the pointer's target, the final one,
-        periodic ones by iteration, then any other ``*.pth``."""
-        if not os.path.isdir(self.folder):
-            return []
-        files = {n for n in os.listdir(self.folder) if n.endswith(".pth") and not n.startswith(".")}
-        it = self.names.iteration_of
-        periodic = sorted((n for n in files if it(n) is not None), key=it, reverse=True)
-        names = periodic + sorted(files - set(periodic) - {self.names.final})
-        for first in (self.names.final, self.last_name()):  # the last one inserted is first
-            if first in files:
-                names = [first] + [n for n in names if n != first]
-        return [self.path(n) for n in names if os.path.isfile(self.path(n))]
+        """Checkpoint files (``*.pth``), newest first (:meth:`CheckpointNames.candidates`)."""
+        return self.names.candidates(self.folder)
 
     def load_latest_valid(self) -> tuple[str, dict] | None:
         """The newest usable checkpoint: its hash verifies, or it has no hash file but a valid

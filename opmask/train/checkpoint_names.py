@@ -5,6 +5,7 @@ import torch)."""
 from __future__ import annotations
 
 import dataclasses
+import os
 import re
 
 
@@ -30,3 +31,26 @@ class CheckpointNames:
         if m is None or self.periodic_name(int(m.group(1))) != name:
             return None
         return int(m.group(1))
+
+    def pointed(self, folder: str) -> str | None:
+        """The file the pointer in ``folder`` names (e.g. ``model_0000099.pth``), or None."""
+        last = os.path.join(folder, self.pointer)
+        if not os.path.isfile(last):
+            return None
+        with open(last, encoding="utf-8") as f:
+            return f.read().strip()
+
+    def candidates(self, folder: str) -> list[str]:
+        """Paths of the checkpoint files (``*.pth``) in ``folder``, newest first: the pointer's
+        target, the final one, periodic ones by iteration, then any other ``*.pth``."""
+        if not os.path.isdir(folder):
+            return []
+        files = {n for n in os.listdir(folder) if n.endswith(".pth") and not n.startswith(".")}
+        it = self.iteration_of
+        periodic = sorted((n for n in files if it(n) is not None), key=it, reverse=True)
+        names = periodic + sorted(files - set(periodic) - {self.final})
+        for first in (self.final, self.pointed(folder)):  # the last one inserted is first
+            if first in files:
+                names = [first] + [n for n in names if n != first]
+        paths = (os.path.join(folder, n) for n in names)
+        return [p for p in paths if os.path.isfile(p)]
