@@ -74,9 +74,12 @@ def _is_resource_tracker(pid: int) -> bool:
         return False
 
 
-def _snapshot() -> dict:
+def _snapshot(others: set[int]) -> dict:
+    """This process's memory and its loader workers' (its children but ``others``, the ones it
+    had before the loader started)."""
     me = os.getpid()
-    return {"main": memory_kb(me), "workers": [memory_kb(k) for k in children(me)]}
+    workers = [k for k in children(me) if k not in others]
+    return {"main": memory_kb(me), "workers": [memory_kb(k) for k in workers]}
 
 
 def run_path(
@@ -111,10 +114,11 @@ def run_path(
     dicts, _ = load_datasets([spec], index=path == "index", cache_dir=cache_dir)
     loaded = time.perf_counter() - start
     mem1 = memory_kb(os.getpid())
+    others = set(children(os.getpid()))
     it = iter(build_train_loader(cfg, dicts, seed=0, rank=0, world_size=1, start_iter=0))
     next(it)
     first = time.perf_counter() - start
-    at_first = _snapshot()
+    at_first = _snapshot(others)
     start = time.perf_counter()
     for _ in range(batches - 1):
         next(it)
@@ -127,7 +131,7 @@ def run_path(
         "read_s": time.perf_counter() - start,
         "dataset_kb": {k: mem1[k] - mem0[k] for k in ("rss", "anon")},
         "first": at_first,
-        "after": _snapshot(),
+        "after": _snapshot(others),
         "batches": batches,
     }
     if hold is not None:

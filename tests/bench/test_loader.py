@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 
 import pytest
 
@@ -13,7 +15,13 @@ from opmask.data.cocolike import write_coco_like
 def test_run_path_measures_main_and_each_worker(tmp_path):
     json_file = write_coco_like(str(tmp_path / "ds"), 12)
     spec = f"{json_file}:{tmp_path}/ds/images"
-    row = databench.run_path("index", spec, 2, 3, str(tmp_path / "c"))
+    # a child this process had before: not one of the loader's workers
+    other = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)"])
+    try:
+        row = databench.run_path("index", spec, 2, 3, str(tmp_path / "c"))
+    finally:
+        other.kill()
+        other.wait()
     assert row["first_batch_s"] > 0 and row["read_s"] > 0 and row["batches"] == 3
     assert row["label"] == "index" and row["mmap_threshold"] is None
     for snap in (row["first"], row["after"]):

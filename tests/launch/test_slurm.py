@@ -242,7 +242,7 @@ def test_sweep_array_status_collect_cancel_resume(slurm, datasets_root, tmp_path
         "points": [
             {"SEED": 1, "SOLVER.MAX_ITER": 3},
             {"SEED": 2, "SOLVER.MAX_ITER": 3},
-            {"SEED": 1, "SOLVER.MAX_ITER": 60},
+            {"SEED": 3, "SOLVER.MAX_ITER": 3},
             # the point to cancel: 60 iterations outlast the half second `opmask-sweep cancel`
             # takes to start (it does not import torch) many times over, even on a loaded machine
             {"SEED": 2, "SOLVER.MAX_ITER": 60},
