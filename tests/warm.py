@@ -29,6 +29,7 @@ from __future__ import annotations
 import atexit
 import json
 import os
+import select
 import signal
 import socket
 import subprocess
@@ -234,8 +235,6 @@ def _serve(path: str) -> None:
     waiting: dict[int, socket.socket] = {}  # child pid -> the connection to answer
     sys.stdout.write("ready\n")
     sys.stdout.flush()
-    import select
-
     while True:
         ready, _, _ = select.select([listener, wake_r, sys.stdin], [], [])
         if sys.stdin in ready and not os.read(sys.stdin.fileno(), 1):
